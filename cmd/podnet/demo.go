@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podnet/podnet/examples"
+	"github.com/podnet/podnet/internal/lab"
+	"github.com/podnet/podnet/internal/workload"
+)
+
+func newDemoCmd() *cobra.Command {
+	cfg := lab.DefaultConfig()
+	cfg.Name = "demo"
+	var keep bool
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Bring up a lab, run a small app across two nodes, show which pod reached which, and clean up",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDemo(cmd.Context(), cfg, keep)
+		},
+	}
+	c.Flags().StringVar(&cfg.Name, "name", cfg.Name, "lab name")
+	c.Flags().IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "number of nodes")
+	c.Flags().StringVar(&cfg.Backend, "backend", cfg.Backend, "vxlan or host-gw")
+	c.Flags().BoolVar(&keep, "keep", false, "keep the lab afterwards (remove it with `podnet lab down --name NAME`)")
+	return c
+}
+
+type demoPod struct{ name, node, ip, netns string }
+
+func runDemo(ctx context.Context, cfg lab.Config, keep bool) (err error) {
+	exe, err := selfExe()
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := checkCNIPlugin(exe); err != nil {
+		return err
+	}
+	fmt.Printf("==> podnet lab up --name %s --nodes %d --backend %s\n", cfg.Name, cfg.Nodes, cfg.Backend)
+	st, err := lab.Up(ctx, cfg, lab.UpOptions{SelfExe: exe})
+	if err != nil {
+		return err
+	}
+	printNodes(st)
+	if !keep {
+		defer func() {
+			fmt.Printf("\n==> podnet lab down --name %s\n", cfg.Name)
+			if derr := lab.Down(context.Background(), cfg.Name); derr != nil && err == nil {
+				err = derr
+			}
+		}()
+	}
+	cl, err := lab.NewClient(cfg.Name)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n==> podnet apply --wait -f examples/demo.yaml\n")
+	var res lab.Result
+	if err := cl.Do(ctx, "POST", "/v1/apply", url.Values{"wait": {"2m"}, "source": {"examples/demo.yaml"}}, examples.Demo, &res); err != nil {
+		return err
+	}
+	for _, l := range res.Lines {
+		fmt.Println(l)
+	}
+	var list struct{ Items []corev1.Pod }
+	if err := cl.Do(ctx, "GET", "/v1/get", url.Values{"kind": {"Pod"}, "namespace": {"demo"}}, nil, &list); err != nil {
+		return err
+	}
+	var pods []demoPod
+	fmt.Printf("\n==> podnet get pods -n demo -o wide\n")
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(w, "NAME\tSTATUS\tIP\tNODE")
+	for _, p := range list.Items {
+		pods = append(pods, demoPod{p.Name, p.Spec.NodeName, p.Status.PodIP, lab.PodNetns(cfg.Name, p.Namespace, p.Name)})
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.Name, p.Status.Phase, p.Status.PodIP, p.Spec.NodeName)
+	}
+	w.Flush()
+
+	fmt.Printf("\n==> every pod asks every other pod who it is (TCP :8080 HTTP, UDP :9000), from inside its own namespace\n")
+	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FROM\tFROM-NODE\tTO\tTO-NODE\tPATH\tTCP\tUDP\tSOURCE IP SEEN\tNO NAT")
+	failures := 0
+	for _, from := range pods {
+		for _, to := range pods {
+			if from.name == to.name {
+				continue
+			}
+			path := "same node"
+			if from.node != to.node {
+				path = "cross node (" + cfg.Backend + ")"
+			}
+			tcp, terr := probeFrom(ctx, exe, from.netns, "tcp", net.JoinHostPort(to.ip, "8080"))
+			udp, uerr := probeFrom(ctx, exe, from.netns, "udp", net.JoinHostPort(to.ip, "9000"))
+			ok := func(r workload.Reply, err error) string {
+				if err != nil {
+					failures++
+					return "FAIL"
+				}
+				if r.Pod != to.name {
+					failures++
+					return "WRONG POD " + r.Pod
+				}
+				return "ok"
+			}
+			seen, nonat := "-", "-"
+			if terr == nil {
+				seen = tcp.ClientIP
+				nonat = strconv.FormatBool(tcp.ClientIP == from.ip)
+				if tcp.ClientIP != from.ip {
+					failures++
+				}
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", from.name, from.node, to.name, to.node, path,
+				ok(tcp, terr), ok(udp, uerr), seen, nonat)
+		}
+	}
+	w.Flush()
+	if failures > 0 {
+		return fmt.Errorf("%d probes failed", failures)
+	}
+	fmt.Printf("\nevery pod reached every other pod by its IP, on its node and across nodes, and each server saw the client's own pod IP.\n")
+	if keep {
+		fmt.Printf("the lab is kept: try `podnet get pods -A -o wide --lab %s`, `podnet exec --lab %s -n demo client -- ip route`; remove it with `podnet lab down --name %s`\n", cfg.Name, cfg.Name, cfg.Name)
+	}
+	return nil
+}
+
+// probeFrom runs `podnet probe` inside a pod's namespace and decodes the server's reply.
+func probeFrom(ctx context.Context, exe, netns, proto, addr string) (workload.Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, exe, "probe", proto, addr).Output()
+	var r workload.Reply
+	if err != nil {
+		return r, fmt.Errorf("probe %s %s from %s: %w", proto, addr, netns, err)
+	}
+	err = json.Unmarshal(out, &r)
+	return r, err
+}

@@ -1,0 +1,193 @@
+package lab
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Every namespace of a lab is named "<lab>.<something>": a lab name cannot contain a dot, so
+// the prefix "<lab>." belongs to that lab alone and `lab down` removes exactly what it made.
+const (
+	underlayBridge = "ul0"
+	netnsDir       = "/var/run/netns"
+	etcNetnsDir    = "/etc/netns"
+)
+
+// NetnsPrefix is the prefix of every network namespace name of the lab.
+func NetnsPrefix(lab string) string { return lab + "." }
+
+// UnderlayNetns is the namespace holding the underlay switch.
+func UnderlayNetns(lab string) string { return lab + ".underlay" }
+
+// NodeNetns is the namespace of one lab node.
+func NodeNetns(lab, node string) string { return lab + "." + node }
+
+// PodNetns is the namespace of one pod.
+func PodNetns(lab, namespace, pod string) string {
+	n := lab + ".pod." + namespace + "." + pod
+	if len(n) > 200 {
+		sum := sha256.Sum256([]byte(n))
+		n = n[:180] + "-" + hex.EncodeToString(sum[:6])
+	}
+	return n
+}
+
+// NetnsPath is where a named namespace is bind-mounted.
+func NetnsPath(name string) string { return filepath.Join(netnsDir, name) }
+
+// NodeName is the name of the i-th node (1-based).
+func NodeName(i int) string { return fmt.Sprintf("node-%d", i) }
+
+// NodeAddress is the underlay address of the i-th node: host .10+i of the underlay range.
+func NodeAddress(underlay *net.IPNet, i int) *net.IPNet {
+	ip := make(net.IP, 4)
+	copy(ip, underlay.IP.To4())
+	ip[3] += byte(10 + i)
+	return &net.IPNet{IP: ip, Mask: underlay.Mask}
+}
+
+func netnsExists(name string) bool {
+	_, err := os.Stat(NetnsPath(name))
+	return err == nil
+}
+
+// addNetns creates a named namespace (adopting an existing one) with lo up.
+func addNetns(name string) error {
+	if !netnsExists(name) {
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip netns add %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+		}
+	}
+	return withHandle(name, func(h *netlink.Handle) error {
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return h.LinkSetUp(lo)
+	})
+}
+
+// delNetns removes a named namespace; a missing one is fine.
+func delNetns(name string) error {
+	if !netnsExists(name) {
+		return nil
+	}
+	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns delete %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// withHandle runs fn with a netlink handle bound to the named namespace.
+func withHandle(name string, fn func(*netlink.Handle) error) error {
+	nsh, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	defer h.Close()
+	return fn(h)
+}
+
+// buildUnderlay creates (or adopts) the underlay switch and every node namespace wired to it.
+func buildUnderlay(cfg Config) error {
+	ul := UnderlayNetns(cfg.Name)
+	if err := addNetns(ul); err != nil {
+		return err
+	}
+	var brIndex int
+	err := withHandle(ul, func(h *netlink.Handle) error {
+		br, err := h.LinkByName(underlayBridge)
+		if err != nil {
+			if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: underlayBridge}}); err != nil {
+				return fmt.Errorf("underlay bridge: %w", err)
+			}
+			if br, err = h.LinkByName(underlayBridge); err != nil {
+				return err
+			}
+		}
+		brIndex = br.Attrs().Index
+		return h.LinkSetUp(br)
+	})
+	if err != nil {
+		return err
+	}
+	underlay := mustCIDR(cfg.UnderlayCIDR)
+	for i := 1; i <= cfg.Nodes; i++ {
+		if err := attachNode(cfg.Name, i, brIndex, NodeAddress(underlay, i)); err != nil {
+			return fmt.Errorf("%s: %w", NodeName(i), err)
+		}
+	}
+	return nil
+}
+
+// attachNode creates node i's namespace and its eth0, a veth whose other end is a port of the
+// underlay bridge.
+func attachNode(lab string, i, brIndex int, addr *net.IPNet) error {
+	nodeNs := NodeNetns(lab, NodeName(i))
+	if err := addNetns(nodeNs); err != nil {
+		return err
+	}
+	port := fmt.Sprintf("n%d", i)
+	err := withHandle(UnderlayNetns(lab), func(h *netlink.Handle) error {
+		if l, err := h.LinkByName(port); err == nil {
+			return h.LinkSetUp(l)
+		}
+		target, err := netns.GetFromName(nodeNs)
+		if err != nil {
+			return err
+		}
+		defer target.Close()
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: port, MasterIndex: brIndex},
+			PeerName:      "eth0",
+			PeerNamespace: netlink.NsFd(int(target)),
+		}
+		if err := h.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth %s: %w", port, err)
+		}
+		l, err := h.LinkByName(port)
+		if err != nil {
+			return err
+		}
+		return h.LinkSetUp(l)
+	})
+	if err != nil {
+		return err
+	}
+	return withHandle(nodeNs, func(h *netlink.Handle) error {
+		eth, err := h.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := h.AddrReplace(eth, &netlink.Addr{IPNet: addr}); err != nil {
+			return err
+		}
+		return h.LinkSetUp(eth)
+	})
+}
+
+// labNetns lists every namespace whose name carries the lab's prefix.
+func labNetns(lab string) []string {
+	entries, _ := os.ReadDir(netnsDir)
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), NetnsPrefix(lab)) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}

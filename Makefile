@@ -27,7 +27,7 @@ deps:
 	$(GO) mod download
 
 bench: build
-	$(GO) test -run XXX -bench . -benchtime 100x ./bench/cni/
+	$(GO) test -run XXX -bench . -benchtime 1x -v ./bench/cni/
 	$(GO) run ./bench/throughput
 
 clean:

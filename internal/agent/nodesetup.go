@@ -103,7 +103,11 @@ func gateway(podCIDR *net.IPNet) *net.IPNet {
 func (a *Agent) ensureBridge() (netlink.Link, error) {
 	link, err := a.nl.LinkByName(a.cfg.Bridge)
 	if _, notFound := err.(netlink.LinkNotFoundError); notFound {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: a.cfg.Bridge, MTU: a.info.MTU}}
+		// A fixed MAC (0a:58 + gateway IP, as podnet-cni uses): a bridge without one takes the
+		// lowest MAC of its ports and changes it as pods come and go.
+		gw := gateway(a.local.PodCIDR).IP.To4()
+		mac := net.HardwareAddr{0x0a, 0x58, gw[0], gw[1], gw[2], gw[3]}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: a.cfg.Bridge, MTU: a.info.MTU, HardwareAddr: mac}}
 		if err := a.nl.LinkAdd(br); err != nil && !os.IsExist(err) {
 			return nil, err
 		}

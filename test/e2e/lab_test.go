@@ -10,6 +10,9 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/podnet/podnet/internal/cni"
 )
 
 // TestBadInput: every kind of bad input gets one clear error naming the problem, a non-zero exit,
@@ -151,6 +154,53 @@ spec:
 		mustPodnet(t, "delete", "--lab", lab, "pod", "py", "--wait")
 		if left := netnsWithPrefix(lab + ".pod.default.py"); len(left) > 0 {
 			t.Errorf("deleted pod's namespace is left: %v", left)
+		}
+	})
+
+	t.Run("bandwidth annotations reach the bandwidth plugin", func(t *testing.T) {
+		applyYAML(t, lab, `apiVersion: v1
+kind: Pod
+metadata:
+  name: shaped
+  annotations: {kubernetes.io/ingress-bandwidth: 10M, kubernetes.io/egress-bandwidth: 20M}
+spec: {nodeName: node-1, containers: [{name: c, ports: [{containerPort: 8080}]}]}
+`, "--wait")
+		var uid string
+		for _, p := range getPods(t, lab, "default") {
+			if p.Name == "shaped" {
+				uid = string(p.UID)
+			}
+		}
+		nsh, err := netns.GetFromName(lab + ".node-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nsh.Close()
+		h, err := netlink.NewHandleAt(nsh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		rates := map[string]uint64{}
+		links, _ := h.LinkList()
+		for _, l := range links {
+			qs, _ := h.QdiscList(l)
+			for _, q := range qs {
+				if tbf, ok := q.(*netlink.Tbf); ok {
+					rates[l.Type()+":"+l.Attrs().Name] = tbf.Rate
+				}
+			}
+		}
+		veth := cni.HostVethName(uid, "eth0")
+		if got := rates["veth:"+veth]; got != 10_000_000/8 {
+			t.Errorf("ingress: tbf on %s = %d bytes/s, want %d (10M); all tbf: %v", veth, got, 10_000_000/8, rates)
+		}
+		egress := false
+		for k, v := range rates {
+			egress = egress || (strings.HasPrefix(k, "ifb:") && v == 20_000_000/8)
+		}
+		if !egress {
+			t.Errorf("egress: no ifb device shaped to 20M; all tbf: %v", rates)
 		}
 	})
 

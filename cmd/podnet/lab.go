@@ -19,7 +19,7 @@ import (
 
 func newLabCmd() *cobra.Command {
 	c := &cobra.Command{Use: "lab", Short: "A whole multi-node cluster network on this host, built from network namespaces"}
-	c.AddCommand(newLabUpCmd(), newLabDownCmd(), newLabStatusCmd(), newLabDaemonCmd(), newLabRestartAgentsCmd())
+	c.AddCommand(newLabUpCmd(), newLabRestartCmd(), newLabDownCmd(), newLabStatusCmd(), newLabDaemonCmd(), newLabRestartAgentsCmd())
 	return c
 }
 
@@ -207,5 +207,32 @@ func newLabRestartAgentsCmd() *cobra.Command {
 		},
 	}
 	labFlag(c, &name)
+	return c
+}
+
+func newLabRestartCmd() *cobra.Command {
+	name := os.Getenv("PODNET_LAB")
+	if name == "" {
+		name = lab.DefaultName
+	}
+	c := &cobra.Command{
+		Use:   "restart",
+		Short: "Start a new daemon for a lab whose daemon died; it finds its cluster and adopts what runs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := selfExe()
+			if err != nil {
+				return err
+			}
+			st, err := lab.Restart(cmd.Context(), name, lab.UpOptions{SelfExe: exe})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("lab %s restarted (%d pods)\n", name, st.Pods)
+			printNodes(st)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&name, "name", name, "lab name")
 	return c
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,11 +32,12 @@ type controllers struct {
 	deployments appslisters.DeploymentLister
 	queue       workqueue.TypedRateLimitingInterface[string] // "pod/ns/name" or "deploy/ns/name"
 	assumed     map[string]string                            // pod UID → node, bound but maybe not yet in the lister
+	created     map[string]time.Time                         // pods a Deployment created, until the lister shows them
 	log         *slog.Logger
 }
 
 func newControllers(d *Daemon) *controllers {
-	return &controllers{d: d, assumed: map[string]string{}, log: d.log.With("component", "controllers"),
+	return &controllers{d: d, assumed: map[string]string{}, created: map[string]time.Time{}, log: d.log.With("component", "controllers"),
 		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
 }
 
@@ -231,7 +233,22 @@ func (c *controllers) syncDeployment(ctx context.Context, ns, name string) error
 	if dep.Spec.Replicas != nil {
 		want = int(*dep.Spec.Replicas)
 	}
-	for i := len(current); i < want; i++ {
+	// Pods created by an earlier sync that the lister does not show yet still count: without
+	// this expectation a quick second sync would create them again.
+	inFlight := 0
+	seen := map[string]bool{}
+	for _, p := range pods {
+		seen[p.Namespace+"/"+p.Name] = true
+	}
+	for key, at := range c.created {
+		switch {
+		case seen[key] || time.Since(at) > 30*time.Second:
+			delete(c.created, key)
+		case strings.HasPrefix(key, ns+"/"+dep.Name+"-"+hash+"-"):
+			inFlight++
+		}
+	}
+	for i := len(current) + inFlight; i < want; i++ {
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace:    ns,
@@ -249,9 +266,11 @@ func (c *controllers) syncDeployment(ctx context.Context, ns, name string) error
 		for k, v := range dep.Spec.Template.Annotations {
 			p.Annotations[k] = v
 		}
-		if _, err := c.d.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		created, err := c.d.client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
+		if err != nil {
 			return err
 		}
+		c.created[ns+"/"+created.Name] = time.Now()
 	}
 	sort.Slice(current, func(i, j int) bool { return current[i].Name < current[j].Name })
 	surplus := old

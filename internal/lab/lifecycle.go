@@ -31,7 +31,7 @@ func Prepare(cfg Config) error {
 		if daemonAlive(cfg.Name) {
 			return fmt.Errorf("lab %q exists and is running; use another --name or `podnet lab down --name %s`", cfg.Name, cfg.Name)
 		}
-		return fmt.Errorf("lab %q exists but its daemon is not running; remove it with `podnet lab down --name %s`", cfg.Name, cfg.Name)
+		return fmt.Errorf("lab %q exists but its daemon is not running; restart it with `podnet lab restart --name %s` or remove it with `podnet lab down --name %s`", cfg.Name, cfg.Name, cfg.Name)
 	}
 	if left := labNetns(cfg.Name); len(left) > 0 {
 		return fmt.Errorf("lab %q: network namespaces of that name are left over (%s); remove them with `podnet lab down --name %s`", cfg.Name, strings.Join(left, ", "), cfg.Name)
@@ -55,6 +55,19 @@ func Up(ctx context.Context, cfg Config, opts UpOptions) (*Status, error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// Restart starts a new daemon for a lab whose daemon died: it reads the stored configuration and
+// objects and adopts the namespaces, routes and pod processes that are still there.
+func Restart(ctx context.Context, name string, opts UpOptions) (*Status, error) {
+	cfg, err := LoadConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	if daemonAlive(name) {
+		return nil, fmt.Errorf("lab %q is running (daemon pid %d)", name, daemonPID(name))
+	}
+	return startDaemon(ctx, cfg, opts)
 }
 
 func startDaemon(ctx context.Context, cfg Config, opts UpOptions) (*Status, error) {
@@ -120,8 +133,22 @@ func daemonPID(name string) int {
 }
 
 func daemonAlive(name string) bool {
-	pid := daemonPID(name)
-	return pid > 0 && syscall.Kill(pid, 0) == nil
+	return processAlive(daemonPID(name))
+}
+
+// processAlive is true for a running process; a zombie waiting to be reaped counts as gone.
+func processAlive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
 }
 
 // Exists reports whether anything of the named lab is on this host.
@@ -145,7 +172,7 @@ func Down(ctx context.Context, name string) error {
 			cancel()
 		}
 		deadline := time.Now().Add(20 * time.Second)
-		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+		for processAlive(pid) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		_ = syscall.Kill(pid, syscall.SIGKILL)

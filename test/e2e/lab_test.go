@@ -3,6 +3,7 @@ package e2e
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -277,4 +278,56 @@ spec: {nodeName: node-2, containers: [{name: c}]}
 			t.Errorf("a datagram with the pod's own source did not arrive: %q", got)
 		}
 	})
+}
+
+// TestDaemonRestart kills the lab daemon outright; `podnet lab restart` finds the cluster in the
+// state directory, adopts the running pods (same IPs, same processes) and traffic flows again.
+func TestDaemonRestart(t *testing.T) {
+	needRoot(t)
+	lab := upLab(t, "e2er", "--nodes", "2")
+	applyYAML(t, lab, sixPods2(), "--wait")
+	before := getPods(t, lab, "net")
+	pidFile := filepath.Join(os.Getenv("PODNET_STATE_ROOT"), lab, "daemon.pid")
+	pid, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("kill", "-9", strings.TrimSpace(string(pid))).CombinedOutput(); err != nil {
+		t.Fatalf("kill daemon: %v %s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, stderr, err := podnet("lab", "restart", "--name", lab)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lab restart: %v %s", err, stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	after := getPods(t, lab, "net")
+	if len(after) != len(before) {
+		t.Fatalf("%d pods before, %d after", len(before), len(after))
+	}
+	ips := map[string]string{}
+	for _, p := range before {
+		ips[p.Name] = p.Status.PodIP
+	}
+	for _, p := range after {
+		if ips[p.Name] != p.Status.PodIP || p.Status.Phase != "Running" {
+			t.Errorf("pod %s: %s %s after restart, was %s", p.Name, p.Status.Phase, p.Status.PodIP, ips[p.Name])
+		}
+	}
+	r, err := probe(lab, "net", after[0].Name, "tcp", net.JoinHostPort(after[len(after)-1].Status.PodIP, "8080"))
+	if err != nil || r.Pod != after[len(after)-1].Name {
+		t.Fatalf("after restart: %+v %v", r, err)
+	}
+	// The restarted daemon still runs the lab: a new pod gets its network.
+	applyYAML(t, lab, "apiVersion: v1\nkind: Pod\nmetadata: {name: late, namespace: net}\nspec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}\n", "--wait")
+}
+
+// sixPods2 is sixPods for a 2-node lab (pods on node-3 would never start).
+func sixPods2() string {
+	return strings.ReplaceAll(sixPods(), "node-3", "node-1")
 }

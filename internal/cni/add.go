@@ -49,13 +49,9 @@ func (p *podNetns) close() {
 // attachment that is already in place returns its existing IP instead of
 // taking a second one.
 func Add(args *skel.CmdArgs) error {
-	conf, err := ParseConfig(args.StdinData)
+	conf, store, err := openStore(args.StdinData)
 	if err != nil {
 		return err
-	}
-	store, err := ipam.Open(conf.DataDir, conf.Subnet)
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	defer store.Close()
 	a := &attachment{

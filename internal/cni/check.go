@@ -19,13 +19,9 @@ import (
 // the anti-spoof set must let it send from its IP. If prevResult is given,
 // its address for the pod interface must be the allocated one.
 func Check(args *skel.CmdArgs) error {
-	conf, err := ParseConfig(args.StdinData)
+	conf, store, err := openStore(args.StdinData)
 	if err != nil {
 		return err
-	}
-	store, err := ipam.Open(conf.DataDir, conf.Subnet)
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	defer store.Close()
 

@@ -17,6 +17,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/podnet/podnet/internal/ipam"
 )
 
 // DefaultBridge is the bridge name used when the config names none.
@@ -164,4 +166,18 @@ func validIfName(name string) error {
 		return errors.New("contains '/', ':' or whitespace")
 	}
 	return nil
+}
+
+// openStore parses the network configuration and opens its IPAM store, the first step of every
+// command that touches an attachment.
+func openStore(stdin []byte) (*NetConf, *ipam.Store, error) {
+	conf, err := ParseConfig(stdin)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := ipam.Open(conf.DataDir, conf.Subnet)
+	if err != nil {
+		return nil, nil, types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	return conf, store, nil
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/podnet/podnet/internal/ipam"
 )
@@ -16,13 +15,9 @@ import (
 // anti-spoof element, then the veth pair, and releases the IP last, so the
 // IP is never handed out while the old interface still holds it.
 func Del(args *skel.CmdArgs) error {
-	conf, err := ParseConfig(args.StdinData)
+	_, store, err := openStore(args.StdinData)
 	if err != nil {
 		return err
-	}
-	store, err := ipam.Open(conf.DataDir, conf.Subnet)
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	defer store.Close()
 	hostVeth := HostVethName(args.ContainerID, args.IfName)
@@ -64,13 +59,9 @@ func Del(args *skel.CmdArgs) error {
 // attachments, and reconciles the anti-spoof set and the bridge's podnet
 // veths with the allocations that remain.
 func GC(args *skel.CmdArgs) error {
-	conf, err := ParseConfig(args.StdinData)
+	conf, store, err := openStore(args.StdinData)
 	if err != nil {
 		return err
-	}
-	store, err := ipam.Open(conf.DataDir, conf.Subnet)
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	defer store.Close()
 

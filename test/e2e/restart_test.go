@@ -80,6 +80,11 @@ func watchNode(t *testing.T, netnsName string) *watchKernel {
 			case <-w.done:
 				return
 			case u := <-routes:
+				// IPv6 link-local addresses and their local routes appear when the kernel
+				// finishes duplicate address detection on a new veth; podnet never writes IPv6.
+				if u.Dst != nil && u.Dst.IP.IsLinkLocalUnicast() {
+					continue
+				}
 				ev = fmt.Sprintf("route %d %v", u.Type, u.Route)
 			case u := <-neighs:
 				// Reachability state changes of learned neighbours are the kernel's, not ours.
@@ -90,6 +95,9 @@ func watchNode(t *testing.T, netnsName string) *watchKernel {
 			case u := <-links:
 				ev = fmt.Sprintf("link %d %s", u.Header.Type, u.Attrs().Name)
 			case u := <-addrs:
+				if u.LinkAddress.IP.IsLinkLocalUnicast() {
+					continue
+				}
 				ev = fmt.Sprintf("addr new=%v %v", u.NewAddr, u.LinkAddress)
 			}
 			select {

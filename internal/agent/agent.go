@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -54,10 +55,16 @@ type Config struct {
 	Underlay    string     // the node's underlay link (default eth0)
 	Bridge      string     // the pod bridge (default podnet0)
 	ServiceCIDR *net.IPNet // routed to the bridge so the node itself reaches ClusterIPs
-	CNIConfDir  string     // where the conflist is written (a real node: /etc/cni/net.d)
-	IPAMDir     string     // the CNI plugin's IPAM state directory for this node
-	CNIBinDirs  []string   // searched for optional chained plugins (bandwidth)
-	Log         *slog.Logger
+	ClusterCIDR *net.IPNet // every pod address; traffic from outside it to a ClusterIP is masqueraded
+	// MetricsBindAddress serves Prometheus metrics (kube-proxy's names) in the node's namespace;
+	// HealthzBindAddress serves kube-proxy's /healthz and /livez. "" means the kube-proxy
+	// defaults ":10249" and ":10256"; "-" turns the server off.
+	MetricsBindAddress string
+	HealthzBindAddress string
+	CNIConfDir         string   // where the conflist is written (a real node: /etc/cni/net.d)
+	IPAMDir            string   // the CNI plugin's IPAM state directory for this node
+	CNIBinDirs         []string // searched for optional chained plugins (bandwidth)
+	Log                *slog.Logger
 }
 
 // Agent runs one node's networking.
@@ -73,10 +80,12 @@ type Agent struct {
 	nodes listersv1.NodeLister
 
 	ready    chan struct{}
-	seenRV   atomic.Int64
-	syncedRV atomic.Int64
+	routesRV progress // nodes and pods, programmed by the routing backend
+	proxyRV  progress // services and endpointslices, programmed by the proxy
 	writes   atomic.Int64
 	syncs    atomic.Int64
+
+	px *proxyState
 
 	mu      sync.Mutex
 	lastErr error
@@ -118,15 +127,51 @@ func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := Stats{Node: a.cfg.NodeName, Syncs: a.syncs.Load(), KernelWrites: a.writes.Load(),
-		SeenRV: a.seenRV.Load(), SyncedRV: a.syncedRV.Load(), MTU: a.info.MTU}
+		SeenRV: max(a.routesRV.seen.Load(), a.proxyRV.seen.Load()), SyncedRV: a.SyncedRV(), MTU: a.info.MTU}
 	if a.lastErr != nil {
 		s.LastError = a.lastErr.Error()
 	}
 	return s
 }
 
-// SyncedRV is the newest cluster resourceVersion whose effects this agent has programmed.
-func (a *Agent) SyncedRV() int64 { return a.syncedRV.Load() }
+// progress tracks, for one part of the agent, the newest resourceVersion its informers delivered
+// and the newest whose effects it has programmed.
+type progress struct{ seen, synced atomic.Int64 }
+
+func (p *progress) observe(o interface{}) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	m, ok := o.(metav1.Object)
+	if !ok {
+		return
+	}
+	rv, _ := strconv.ParseInt(m.GetResourceVersion(), 10, 64)
+	for {
+		cur := p.seen.Load()
+		if rv <= cur || p.seen.CompareAndSwap(cur, rv) {
+			return
+		}
+	}
+}
+
+// SyncedRV is the newest cluster resourceVersion whose effects this agent has programmed: every
+// change at or below it that the agent watches is in the kernel.
+func (a *Agent) SyncedRV() int64 {
+	var newest int64
+	lowest := int64(math.MaxInt64)
+	for _, p := range []*progress{&a.routesRV, &a.proxyRV} {
+		seen, synced := p.seen.Load(), p.synced.Load()
+		newest = max(newest, seen)
+		if synced < seen {
+			lowest = min(lowest, synced)
+		}
+	}
+	if lowest != math.MaxInt64 {
+		return lowest
+	}
+	return newest
+}
 
 // Run sets the node up and keeps it in sync until ctx is done. It never tears down what it
 // programmed: a restarted agent adopts it.
@@ -163,19 +208,21 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	factory := informers.NewSharedInformerFactory(a.cfg.Client, 0)
 	r := runner.New("agent/"+a.cfg.NodeName, a.sync, 20*time.Millisecond, 5*time.Minute, a.log)
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o interface{}) { a.observe(o); r.Request() },
-		UpdateFunc: func(_, o interface{}) { a.observe(o); r.Request() },
-		DeleteFunc: func(o interface{}) { a.observe(o); r.Request() },
-	}
 	nodeInf := factory.Core().V1().Nodes()
-	if _, err := nodeInf.Informer().AddEventHandler(handler); err != nil {
+	if _, err := nodeInf.Informer().AddEventHandler(handlerFor(&a.routesRV, r)); err != nil {
 		return err
 	}
-	if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(handler); err != nil {
+	if _, err := factory.Core().V1().Pods().Informer().AddEventHandler(handlerFor(&a.routesRV, r)); err != nil {
 		return err
 	}
 	a.nodes = nodeInf.Lister()
+
+	pr, stopProxy, err := a.setupProxy(ctx, factory)
+	if err != nil {
+		return err
+	}
+	defer stopProxy()
+
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
 	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
@@ -183,25 +230,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("agent %s: cache for %v did not sync", a.cfg.NodeName, typ)
 		}
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); pr.Run(ctx) }()
 	r.Run(ctx)
+	wg.Wait()
 	return nil
 }
 
-// observe records the newest resourceVersion the informers delivered.
-func (a *Agent) observe(o interface{}) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
-	}
-	m, ok := o.(metav1.Object)
-	if !ok {
-		return
-	}
-	rv, _ := strconv.ParseInt(m.GetResourceVersion(), 10, 64)
-	for {
-		cur := a.seenRV.Load()
-		if rv <= cur || a.seenRV.CompareAndSwap(cur, rv) {
-			return
-		}
+// handlerFor records what the informers deliver and asks the runner for a sync; it never does
+// kernel work itself.
+func handlerFor(p *progress, r *runner.Runner) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o interface{}) { p.observe(o); r.Request() },
+		UpdateFunc: func(_, o interface{}) { p.observe(o); r.Request() },
+		DeleteFunc: func(o interface{}) { p.observe(o); r.Request() },
 	}
 }
 
@@ -224,7 +267,7 @@ func (a *Agent) waitForNode(ctx context.Context) (*corev1.Node, error) {
 
 // sync makes routes to other nodes match the Node objects. It is the runner's function.
 func (a *Agent) sync(ctx context.Context) error {
-	rv := a.seenRV.Load()
+	rv := a.routesRV.seen.Load()
 	nodes, err := a.nodes.List(labels.Everything())
 	if err != nil {
 		return err
@@ -254,7 +297,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	if st.Added+st.Updated+st.Removed > 0 {
 		a.log.Info("routes synced", "added", st.Added, "updated", st.Updated, "removed", st.Removed, "peers", len(remotes))
 	}
-	a.syncedRV.Store(rv)
+	a.routesRV.synced.Store(rv)
 	select {
 	case <-a.ready:
 	default:

@@ -140,7 +140,8 @@ func BuildSnapshot(services []*corev1.Service, slices []*discoveryv1.EndpointSli
 			if svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 				sp.NodePort = uint16(p.NodePort)
 			}
-			sp.Endpoints = endpointsFor(bySvc[[2]string{svc.Namespace, svc.Name}], p.Name, p.Protocol, node)
+			// compare with the slices' protocol as defaulted (an empty protocol is TCP)
+			sp.Endpoints = endpointsFor(bySvc[[2]string{svc.Namespace, svc.Name}], p.Name, protoK8s(proto), node)
 			snap.Ports = append(snap.Ports, sp)
 		}
 	}
@@ -289,6 +290,16 @@ func protoNumber(p corev1.Protocol) (uint8, bool) {
 		return ProtoSCTP, true
 	}
 	return 0, false
+}
+
+func protoK8s(p uint8) corev1.Protocol {
+	switch p {
+	case ProtoUDP:
+		return corev1.ProtocolUDP
+	case ProtoSCTP:
+		return corev1.ProtocolSCTP
+	}
+	return corev1.ProtocolTCP
 }
 
 func protoName(p uint8) string {

@@ -180,6 +180,14 @@ func inCIDR(p netip.Prefix, neq bool) []expr.Any {
 	}
 }
 
+func notLoopback() []expr.Any {
+	return []expr.Any{
+		ldDaddr(r8),
+		&expr.Bitwise{SourceRegister: r8, DestRegister: r8, Len: 4, Mask: []byte{255, 0, 0, 0}, Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: r8, Data: []byte{127, 0, 0, 0}},
+	}
+}
+
 func fibLocal() []expr.Any {
 	return []expr.Any{
 		&expr.Fib{Register: r8, FlagDADDR: true, ResultADDRTYPE: true},
@@ -239,7 +247,14 @@ func baseChains(opt Options) []*Chain {
 		{Name: "nat-prerouting", Hook: hook(nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100),
 			Rules: []Rule{{Text: "jump services", Exprs: []expr.Any{jump("services")}}}},
 		{Name: "nat-output", Hook: hook(nftables.ChainTypeNAT, nftables.ChainHookOutput, -100),
-			Rules: []Rule{{Text: "jump services", Exprs: []expr.Any{jump("services")}}}},
+			Rules: []Rule{
+				// The node's own traffic to a Local-policy external entry is not external: like
+				// a pod's, it may use every endpoint, masqueraded (kube-proxy does the same).
+				{Text: "ip daddr . meta l4proto . th dport vmap @" + SetServiceIPsPods, Exprs: vmapEntry(SetServiceIPsPods)},
+				{Text: "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @" + SetServiceNodePortsPod,
+					Exprs: cat(fibLocal(), notLoopback(), vmapNodePort(SetServiceNodePortsPod))},
+				{Text: "jump services", Exprs: []expr.Any{jump("services")}},
+			}},
 		{Name: "nat-postrouting", Hook: hook(nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100),
 			Rules: []Rule{
 				{Text: fmt.Sprintf("meta mark & %#x != 0 meta mark set meta mark & %#x masquerade", MasqueradeMark, ^MasqueradeMark),
@@ -278,10 +293,12 @@ func baseChains(opt Options) []*Chain {
 			{Text: "ip saddr " + cidr + " ip daddr . meta l4proto . th dport vmap @" + SetServiceIPsPods,
 				Exprs: cat(inCIDR(opt.ClusterCIDR, false), vmapEntry(SetServiceIPsPods))},
 			{Text: "ip daddr . meta l4proto . th dport vmap @" + SetServiceIPs, Exprs: vmapEntry(SetServiceIPs)},
-			{Text: "fib daddr type local ip saddr " + cidr + " meta l4proto . th dport vmap @" + SetServiceNodePortsPod,
-				Exprs: cat(fibLocal(), inCIDR(opt.ClusterCIDR, false), vmapNodePort(SetServiceNodePortsPod))},
-			{Text: "fib daddr type local meta l4proto . th dport vmap @" + SetServiceNodePorts,
-				Exprs: cat(fibLocal(), vmapNodePort(SetServiceNodePorts))},
+			{Text: "fib daddr type local ip daddr != 127.0.0.0/8 ip saddr " + cidr + " meta l4proto . th dport vmap @" + SetServiceNodePortsPod,
+				Exprs: cat(fibLocal(), notLoopback(), inCIDR(opt.ClusterCIDR, false), vmapNodePort(SetServiceNodePortsPod))},
+			// NodePorts answer on every local address but loopback, as kube-proxy's nftables
+			// mode does (127/8 would need route_localnet).
+			{Text: "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @" + SetServiceNodePorts,
+				Exprs: cat(fibLocal(), notLoopback(), vmapNodePort(SetServiceNodePorts))},
 		}},
 	}
 }

@@ -239,13 +239,25 @@ func FormatKey(types []nftables.SetDatatype, b []byte) string {
 	return strings.Join(parts, " . ")
 }
 
-// SortedElements returns a set's elements ordered by their printed key.
+// SortedElements returns a set's elements ordered by key, host-order integer fields compared
+// as numbers.
 func (s *Set) SortedElements() []Element {
 	out := make([]Element, 0, len(s.Elements))
 	for _, e := range s.Elements {
 		out = append(out, e)
 	}
-	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].Key, out[j].Key) < 0 })
+	key := func(b []byte) []byte {
+		c := append([]byte(nil), b...)
+		off := 0
+		for _, t := range s.Key {
+			if t.Name == nftables.TypeInteger.Name && off+4 <= len(c) {
+				binary.BigEndian.PutUint32(c[off:], binary.NativeEndian.Uint32(b[off:]))
+			}
+			off += (int(t.Bytes) + 3) &^ 3
+		}
+		return c
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(key(out[i].Key), key(out[j].Key)) < 0 })
 	return out
 }
 

@@ -87,6 +87,9 @@ type Agent struct {
 
 	px *proxyState
 
+	routesDone, proxyDone atomic.Bool
+	readyOnce             sync.Once
+
 	mu      sync.Mutex
 	lastErr error
 }
@@ -108,7 +111,14 @@ func New(cfg Config) (*Agent, error) {
 	return &Agent{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName), ready: make(chan struct{})}, nil
 }
 
-// Ready is closed once the node is set up and its first sync succeeded.
+// markReady closes Ready once routes and Services have both been programmed once.
+func (a *Agent) markReady() {
+	if a.routesDone.Load() && a.proxyDone.Load() {
+		a.readyOnce.Do(func() { close(a.ready) })
+	}
+}
+
+// Ready is closed once the node is set up and its first route and Service syncs succeeded.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // Stats reports what the agent has done so far.
@@ -298,11 +308,8 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.log.Info("routes synced", "added", st.Added, "updated", st.Updated, "removed", st.Removed, "peers", len(remotes))
 	}
 	a.routesRV.synced.Store(rv)
-	select {
-	case <-a.ready:
-	default:
-		close(a.ready)
-	}
+	a.routesDone.Store(true)
+	a.markReady()
 	return nil
 }
 

@@ -75,6 +75,15 @@ func (a *Agent) setupProxy(ctx context.Context, factory informers.SharedInformer
 	sliceInf := factory.Discovery().V1().EndpointSlices()
 	changed := func(o interface{}, isSlice bool) {
 		a.proxyRV.observe(o)
+		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		switch x := o.(type) {
+		case *corev1.Service:
+			px.proxier.ServiceChanged(x.Namespace, x.Name)
+		case *discoveryv1.EndpointSlice:
+			px.proxier.ServiceChanged(x.Namespace, x.Labels[discoveryv1.LabelServiceName])
+		}
 		now := time.Now()
 		px.health.QueuedUpdate()
 		px.metrics.RecordQueued(now)
@@ -106,6 +115,10 @@ func (a *Agent) setupProxy(ctx context.Context, factory informers.SharedInformer
 			return nil, nil, err
 		}
 	}
+	if err := sliceInf.Informer().AddIndexers(cache.Indexers{proxy.SliceServiceIndex: proxy.SliceServiceIndexFunc}); err != nil {
+		kern.Close()
+		return nil, nil, err
+	}
 	var clusterCIDR netip.Prefix
 	if c := a.cfg.ClusterCIDR; c != nil {
 		ip, _ := netip.AddrFromSlice(c.IP.To4())
@@ -115,7 +128,7 @@ func (a *Agent) setupProxy(ctx context.Context, factory informers.SharedInformer
 	px.proxier = proxy.New(proxy.Config{
 		Node: a.cfg.NodeName, ClusterCIDR: clusterCIDR, Kernel: kern,
 		Conntrack: proxy.NetlinkConntrack{Handle: a.nl},
-		Services:  svcInf.Lister(), Slices: sliceInf.Lister(), Log: a.log,
+		Services:  svcInf.Lister(), Slices: sliceInf.Lister(), SliceIndex: sliceInf.Informer().GetIndexer(), Log: a.log,
 	})
 	a.px = px
 
@@ -170,42 +183,26 @@ func (a *Agent) syncProxy(ctx context.Context) error {
 	}
 	end := time.Now()
 	st := res.Apply
-	px.metrics.RecordSync(st.Adopted || st.ChainsAdded+st.ChainsRewritten > 0, res.Total, end)
+	px.metrics.RecordSync(res.Full, res.Total, end)
 	for _, t := range triggers {
 		px.metrics.ObserveNetworkProgramming(t, end)
 	}
 	px.metrics.ConntrackEntriesDeleted.Add(float64(res.FlowsDeleted))
 	px.metrics.SetPendingChanges(0, 0)
-	if rs := px.proxier.Ruleset(); rs != nil {
-		counts := map[string]int{}
-		for _, s := range rs.Sets {
-			counts[s.Name] = len(s.Elements)
-		}
-		px.metrics.SetNFTablesElements(counts)
-	}
+	px.metrics.SetNFTablesElements(res.Elements)
 	hcPorts := map[types.NamespacedName]uint16{}
 	local := map[types.NamespacedName]int{}
-	noLocalInt, noLocalExt := 0, 0
-	for i := range res.Snapshot.Ports {
-		sp := &res.Snapshot.Ports[i]
-		nn := types.NamespacedName{Namespace: sp.Name.Namespace, Name: sp.Name.Name}
-		n := len(sp.LocalEndpoints())
-		if sp.ExternalLocal && sp.HealthCheckPort != 0 {
-			hcPorts[nn] = sp.HealthCheckPort
-			local[nn] = max(local[nn], n)
-		}
-		if n == 0 && sp.InternalLocal {
-			noLocalInt++
-		}
-		if n == 0 && sp.ExternalLocal {
-			noLocalExt++
-		}
+	for nn, hc := range res.HealthChecks {
+		hcPorts[nn] = hc.Port
+		local[nn] = hc.LocalEndpoints
 	}
-	px.metrics.SetNoLocalEndpoints(noLocalInt, noLocalExt)
+	px.metrics.SetNoLocalEndpoints(res.NoLocalInternal, res.NoLocalExternal)
 	px.svcHealth.SyncServices(hcPorts)
 	px.svcHealth.SyncEndpoints(local)
 	px.health.Updated()
 	a.writes.Add(int64(st.ElementsAdded + st.ElementsRemoved + st.ChainsAdded + st.ChainsRemoved + st.ChainsRewritten))
 	a.proxyRV.synced.Store(rv)
+	a.proxyDone.Store(true)
+	a.markReady()
 	return nil
 }

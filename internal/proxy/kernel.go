@@ -42,6 +42,7 @@ type chainState struct {
 type setState struct {
 	def      string
 	elements map[string]Element
+	owned    bool // elements is the Kernel's own map (not a Ruleset's)
 }
 
 // ApplyStats says what one Apply changed.
@@ -189,7 +190,7 @@ func (k *Kernel) read() (*programmed, error) {
 		return nil, fmt.Errorf("list sets: %w", err)
 	}
 	for _, s := range sets {
-		ss := &setState{def: "?", elements: map[string]Element{}}
+		ss := &setState{def: "?", elements: map[string]Element{}, owned: true}
 		if d, ok := setDefs[s.Name]; ok && kernelSetMatches(s, d) {
 			ss.def = setDef(d)
 		}

@@ -36,112 +36,148 @@ var (
 // Render computes the proxy's whole table for a snapshot. It is pure: the same snapshot always
 // gives the same ruleset.
 func Render(snap Snapshot, opt Options) *Ruleset {
-	if !opt.ClusterCIDR.IsValid() || !opt.ClusterCIDR.Addr().Is4() {
-		// Without a known pod range no client counts as a pod: every ClusterIP client outside
-		// the node is masqueraded, which is safe if not minimal.
-		opt.ClusterCIDR = netip.MustParsePrefix("255.255.255.255/32")
-	}
-	rs := &Ruleset{}
-	sets := map[string]*Set{}
-	newSet := func(name string, key, data []nftables.SetDatatype, dynamic bool) *Set {
-		s := &Set{Name: name, Key: key, Data: data, Dynamic: dynamic, Elements: map[string]Element{}}
-		sets[name] = s
-		rs.Sets = append(rs.Sets, s)
-		return s
-	}
-	svcIPs := newSet(SetServiceIPs, keyEntry, dataVerdict, false)
-	svcNPs := newSet(SetServiceNodePorts, keyNodePort, dataVerdict, false)
-	svcIPsPods := newSet(SetServiceIPsPods, keyEntry, dataVerdict, false)
-	svcNPsPods := newSet(SetServiceNodePortsPod, keyNodePort, dataVerdict, false)
-	endpoints := newSet(SetEndpoints, keySlot, dataAddrPrt, false)
-	noEpIPs := newSet(SetNoEndpointIPs, keyEntry, dataVerdict, false)
-	noEpNPs := newSet(SetNoEndpointNodePorts, keyNodePort, dataVerdict, false)
-	clusterIPs := newSet(SetClusterIPs, []nftables.SetDatatype{nftables.TypeIPAddr}, nil, false)
-	hairpin := newSet(SetHairpin, []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIPAddr}, nil, false)
-	newSet(SetAffinity, keyAffinity, dataAddrPrt, true)
-	sort.Slice(rs.Sets, func(i, j int) bool { return rs.Sets[i].Name < rs.Sets[j].Name })
-
+	opt = opt.normal()
+	rs := EmptyRuleset(opt)
 	picks := map[Pick]bool{}
-	add := func(s *Set, e Element) { s.Elements[string(e.Key)] = e }
-	// entry programs one way into a Service port: its dispatch element and its endpoints.
-	entry := func(dispatch *Set, key []byte, addr netip.Addr, sp *ServicePort, eps []Endpoint, p Pick) {
-		p.N = len(eps)
-		p.Affinity = sp.AffinitySeconds
-		picks[p] = true
-		add(dispatch, Element{Key: key, Chain: p.Name()})
-		for i, e := range eps {
-			add(endpoints, Element{Key: endpointKey(addr, sp.Name.Protocol, portOf(key, p.NodePort), p.View*ViewStride+uint32(i)), Data: endpointData(e)})
-		}
-	}
-	noEndpoints := func(s *Set, key []byte, anyEndpoint bool) {
-		if anyEndpoint {
-			// Endpoints exist, but none this traffic may use (a Local policy on a node without
-			// local endpoints): drop, as kube-proxy does; the client retries elsewhere.
-			add(s, Element{Key: key, Verdict: expr.VerdictDrop})
-		} else {
-			add(s, Element{Key: key, Chain: ChainReject})
-		}
-	}
-	var zero = netip.AddrFrom4([4]byte{})
 	for i := range snap.Ports {
-		sp := &snap.Ports[i]
-		proto := sp.Name.Protocol
-		cluster := sp.ClusterEndpoints()
-		add(clusterIPs, Element{Key: addrBytes(sp.ClusterIP)})
-		for _, e := range sp.LocalEndpoints() {
-			add(hairpin, Element{Key: append(addrBytes(e.Addr), addrBytes(e.Addr)...)})
+		pr := RenderPort(&snap.Ports[i])
+		for _, e := range pr.Elements {
+			rs.Set(e.Set).Elements[string(e.Element.Key)] = e.Element
 		}
-		key := entryKey(sp.ClusterIP, proto, sp.Port)
-		if eps := sp.InternalEndpoints(); len(eps) > 0 {
-			entry(svcIPs, key, sp.ClusterIP, sp, eps, Pick{View: ViewInternal, Masq: MasqOffCluster})
-		} else {
-			noEndpoints(noEpIPs, key, len(cluster) > 0)
-		}
-		if !sp.HasExternal() {
-			continue
-		}
-		ext := sp.ExternalEndpoints()
-		masq := MasqAlways
-		if sp.ExternalLocal {
-			masq = MasqNever
-		}
-		type way struct {
-			dispatch, pods, noEp *Set
-			key                  []byte
-			addr                 netip.Addr
-			np                   bool
-		}
-		var ways []way
-		for _, ip := range sp.ExternalIPs {
-			ways = append(ways, way{svcIPs, svcIPsPods, noEpIPs, entryKey(ip, proto, sp.Port), ip, false})
-		}
-		if sp.NodePort != 0 {
-			ways = append(ways, way{svcNPs, svcNPsPods, noEpNPs, nodePortKey(proto, sp.NodePort), zero, true})
-		}
-		for _, w := range ways {
-			if len(ext) > 0 {
-				entry(w.dispatch, w.key, w.addr, sp, ext, Pick{View: ViewExternal, NodePort: w.np, Masq: masq})
-			} else {
-				noEndpoints(w.noEp, w.key, len(cluster) > 0)
-			}
-			if sp.ExternalLocal && len(cluster) > 0 {
-				// A pod reaching a Local Service's external address is not an external client:
-				// it may use any endpoint, like kube-proxy's short-circuit for pod traffic.
-				entry(w.pods, w.key, w.addr, sp, cluster, Pick{View: ViewPods, NodePort: w.np, Masq: MasqAlways})
-			}
+		for _, p := range pr.Picks {
+			picks[p] = true
 		}
 	}
-
-	rs.Chains = baseChains(opt)
 	var names []Pick
 	for p := range picks {
 		names = append(names, p)
 	}
 	sort.Slice(names, func(i, j int) bool { return names[i].Name() < names[j].Name() })
 	for _, p := range names {
-		rs.Chains = append(rs.Chains, pickChain(p, opt))
+		rs.Chains = append(rs.Chains, PickChain(p, opt))
 	}
 	return rs
+}
+
+func (opt Options) normal() Options {
+	if !opt.ClusterCIDR.IsValid() || !opt.ClusterCIDR.Addr().Is4() {
+		// Without a known pod range no client counts as a pod: every ClusterIP client outside
+		// the node is masqueraded, which is safe if not minimal.
+		opt.ClusterCIDR = netip.MustParsePrefix("255.255.255.255/32")
+	}
+	return opt
+}
+
+// EmptyRuleset is the table with its fixed chains and empty sets.
+func EmptyRuleset(opt Options) *Ruleset {
+	opt = opt.normal()
+	rs := &Ruleset{Chains: baseChains(opt)}
+	newSet := func(name string, key, data []nftables.SetDatatype, dynamic bool) {
+		rs.Sets = append(rs.Sets, &Set{Name: name, Key: key, Data: data, Dynamic: dynamic, Elements: map[string]Element{}})
+	}
+	newSet(SetServiceIPs, keyEntry, dataVerdict, false)
+	newSet(SetServiceNodePorts, keyNodePort, dataVerdict, false)
+	newSet(SetServiceIPsPods, keyEntry, dataVerdict, false)
+	newSet(SetServiceNodePortsPod, keyNodePort, dataVerdict, false)
+	newSet(SetEndpoints, keySlot, dataAddrPrt, false)
+	newSet(SetNoEndpointIPs, keyEntry, dataVerdict, false)
+	newSet(SetNoEndpointNodePorts, keyNodePort, dataVerdict, false)
+	newSet(SetClusterIPs, []nftables.SetDatatype{nftables.TypeIPAddr}, nil, false)
+	newSet(SetHairpin, []nftables.SetDatatype{nftables.TypeIPAddr, nftables.TypeIPAddr}, nil, false)
+	newSet(SetAffinity, keyAffinity, dataAddrPrt, true)
+	sort.Slice(rs.Sets, func(i, j int) bool { return rs.Sets[i].Name < rs.Sets[j].Name })
+	return rs
+}
+
+// SetElement is an element of a named set.
+type SetElement struct {
+	Set     string
+	Element Element
+}
+
+// PortRender is what one Service port contributes to the table: its elements and the pick
+// chains they jump to. Elements of cluster-ips and hairpin may be shared with other ports.
+type PortRender struct {
+	Elements []SetElement
+	Picks    []Pick
+}
+
+// RenderPort renders one Service port.
+func RenderPort(sp *ServicePort) PortRender {
+	var pr PortRender
+	add := func(set string, e Element) { pr.Elements = append(pr.Elements, SetElement{set, e}) }
+	// entry programs one way into a Service port: its dispatch element and its endpoints.
+	entry := func(dispatch string, key []byte, addr netip.Addr, eps []Endpoint, p Pick) {
+		p.N = len(eps)
+		p.Affinity = sp.AffinitySeconds
+		pr.Picks = append(pr.Picks, p)
+		add(dispatch, Element{Key: key, Chain: p.Name()})
+		port := portOf(key, p.NodePort)
+		for i, e := range eps {
+			add(SetEndpoints, Element{Key: endpointKey(addr, sp.Name.Protocol, port, p.View*ViewStride+uint32(i)), Data: endpointData(e)})
+		}
+	}
+	noEndpoints := func(set string, key []byte, anyEndpoint bool) {
+		if anyEndpoint {
+			// Endpoints exist, but none this traffic may use (a Local policy on a node without
+			// local endpoints): drop, as kube-proxy does; the client retries elsewhere.
+			add(set, Element{Key: key, Verdict: expr.VerdictDrop})
+		} else {
+			add(set, Element{Key: key, Chain: ChainReject})
+		}
+	}
+	zero := netip.AddrFrom4([4]byte{})
+	proto := sp.Name.Protocol
+	cluster := sp.ClusterEndpoints()
+	local := sp.LocalEndpoints()
+	add(SetClusterIPs, Element{Key: addrBytes(sp.ClusterIP)})
+	for _, e := range local {
+		add(SetHairpin, Element{Key: append(addrBytes(e.Addr), addrBytes(e.Addr)...)})
+	}
+	internal := cluster
+	if sp.InternalLocal {
+		internal = local
+	}
+	key := entryKey(sp.ClusterIP, proto, sp.Port)
+	if len(internal) > 0 {
+		entry(SetServiceIPs, key, sp.ClusterIP, internal, Pick{View: ViewInternal, Masq: MasqOffCluster})
+	} else {
+		noEndpoints(SetNoEndpointIPs, key, len(cluster) > 0)
+	}
+	if !sp.HasExternal() {
+		return pr
+	}
+	ext := cluster
+	masq := MasqAlways
+	if sp.ExternalLocal {
+		ext, masq = local, MasqNever
+	}
+	type way struct {
+		dispatch, pods, noEp string
+		key                  []byte
+		addr                 netip.Addr
+		np                   bool
+	}
+	var ways []way
+	for _, ip := range sp.ExternalIPs {
+		ways = append(ways, way{SetServiceIPs, SetServiceIPsPods, SetNoEndpointIPs, entryKey(ip, proto, sp.Port), ip, false})
+	}
+	if sp.NodePort != 0 {
+		ways = append(ways, way{SetServiceNodePorts, SetServiceNodePortsPod, SetNoEndpointNodePorts, nodePortKey(proto, sp.NodePort), zero, true})
+	}
+	for _, w := range ways {
+		if len(ext) > 0 {
+			entry(w.dispatch, w.key, w.addr, ext, Pick{View: ViewExternal, NodePort: w.np, Masq: masq})
+		} else {
+			noEndpoints(w.noEp, w.key, len(cluster) > 0)
+		}
+		if sp.ExternalLocal && len(cluster) > 0 {
+			// A pod reaching a Local Service's external address is not an external client:
+			// it may use any endpoint, like kube-proxy's short-circuit for pod traffic.
+			entry(w.pods, w.key, w.addr, cluster, Pick{View: ViewPods, NodePort: w.np, Masq: MasqAlways})
+		}
+	}
+	return pr
 }
 
 // portOf reads the port back out of an entry or NodePort key.
@@ -303,10 +339,11 @@ func baseChains(opt Options) []*Chain {
 	}
 }
 
-// pickChain chooses an endpoint for a packet whose entry matched: optionally marks it for
+// PickChain chooses an endpoint for a packet whose entry matched: optionally marks it for
 // masquerade, reuses a remembered ClientIP-affinity choice, or draws slot view*stride + random
 // mod N and DNATs to the endpoint stored there.
-func pickChain(p Pick, opt Options) *Chain {
+func PickChain(p Pick, opt Options) *Chain {
+	opt = opt.normal()
 	c := &Chain{Name: p.Name()}
 	switch p.Masq {
 	case MasqOffCluster:

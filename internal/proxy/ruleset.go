@@ -184,32 +184,37 @@ func portBytes(p uint16) []byte { return []byte{byte(p >> 8), byte(p)} }
 func hostU32(v uint32) []byte { b := make([]byte, 4); binary.NativeEndian.PutUint32(b, v); return b }
 
 func entryKey(addr netip.Addr, proto uint8, port uint16) []byte {
-	var b bytes.Buffer
-	field(&b, addrBytes(addr))
-	field(&b, []byte{proto})
-	field(&b, portBytes(port))
-	return b.Bytes()
+	b := make([]byte, 12)
+	a := addr.As4()
+	copy(b, a[:])
+	b[4] = proto
+	binary.BigEndian.PutUint16(b[8:], port)
+	return b
 }
 
 func nodePortKey(proto uint8, port uint16) []byte {
-	var b bytes.Buffer
-	field(&b, []byte{proto})
-	field(&b, portBytes(port))
-	return b.Bytes()
+	b := make([]byte, 8)
+	b[0] = proto
+	binary.BigEndian.PutUint16(b[4:], port)
+	return b
 }
 
 func endpointKey(entry netip.Addr, proto uint8, port uint16, slot uint32) []byte {
-	var b bytes.Buffer
-	b.Write(entryKey(entry, proto, port))
-	field(&b, hostU32(slot))
-	return b.Bytes()
+	b := make([]byte, 16)
+	a := entry.As4()
+	copy(b, a[:])
+	b[4] = proto
+	binary.BigEndian.PutUint16(b[8:], port)
+	binary.NativeEndian.PutUint32(b[12:], slot)
+	return b
 }
 
 func endpointData(e Endpoint) []byte {
-	var b bytes.Buffer
-	field(&b, addrBytes(e.Addr))
-	field(&b, portBytes(e.Port))
-	return b.Bytes()
+	b := make([]byte, 8)
+	a := e.Addr.As4()
+	copy(b, a[:])
+	binary.BigEndian.PutUint16(b[4:], e.Port)
+	return b
 }
 
 // FormatKey shows an element's key (or data) the way nft would, from the set's types.

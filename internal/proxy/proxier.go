@@ -63,8 +63,8 @@ type SyncResult struct {
 	Affinity        int // stale affinity choices removed
 	HealthChecks    map[types.NamespacedName]HealthCheck
 	Elements        map[string]int // elements per set
-	NoLocalInternal int // internalTrafficPolicy Local ports without a local endpoint
-	NoLocalExternal int // externalTrafficPolicy Local ports without a local endpoint
+	NoLocalInternal int            // internalTrafficPolicy Local ports without a local endpoint
+	NoLocalExternal int            // externalTrafficPolicy Local ports without a local endpoint
 }
 
 // svcFacts is what the proxier remembers of one Service between syncs.

@@ -29,6 +29,7 @@ deps:
 bench: build
 	$(GO) test -run XXX -bench . -benchtime 1x -v ./bench/cni/
 	$(GO) run ./bench/throughput
+	$(GO) run ./bench/services
 
 clean:
 	rm -rf $(BIN)

@@ -273,12 +273,17 @@ func baseChains(opt Options) []*Chain {
 	hook := func(t nftables.ChainType, h *nftables.ChainHook, prio int32) *Hook {
 		return &Hook{Type: t, Hooknum: *h, Priority: prio}
 	}
-	noEpIPs := Rule{Text: "ct state new ip daddr . meta l4proto . th dport vmap @" + SetNoEndpointIPs,
-		Exprs: cat(ctStateNew(), vmapEntry(SetNoEndpointIPs))}
-	noEpNPs := Rule{Text: "ct state new fib daddr type local meta l4proto . th dport vmap @" + SetNoEndpointNodePorts,
-		Exprs: cat(ctStateNew(), fibLocal(), vmapNodePort(SetNoEndpointNodePorts))}
-	unknownPort := Rule{Text: "ct state new ip daddr @" + SetClusterIPs + " goto " + ChainReject,
-		Exprs: cat(ctStateNew(), []expr.Any{ldDaddr(r8), &expr.Lookup{SourceRegister: r8, SetName: SetClusterIPs}, gotoC(ChainReject)})}
+	noEpIPs := Rule{Text: "ip daddr . meta l4proto . th dport vmap @" + SetNoEndpointIPs,
+		Exprs: vmapEntry(SetNoEndpointIPs)}
+	noEpNPs := Rule{Text: "fib daddr type local meta l4proto . th dport vmap @" + SetNoEndpointNodePorts,
+		Exprs: cat(fibLocal(), vmapNodePort(SetNoEndpointNodePorts))}
+	unknownPort := Rule{Text: "ip daddr @" + SetClusterIPs + " goto " + ChainReject,
+		Exprs: []expr.Any{ldDaddr(r8), &expr.Lookup{SourceRegister: r8, SetName: SetClusterIPs}, gotoC(ChainReject)}}
+	// Only a connection's first packet can be refused: established traffic passes each filter
+	// hook with one test.
+	onNew := func(chain string) []Rule {
+		return []Rule{{Text: "ct state new jump " + chain, Exprs: cat(ctStateNew(), []expr.Any{jump(chain)})}}
+	}
 	return []*Chain{
 		{Name: "nat-prerouting", Hook: hook(nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100),
 			Rules: []Rule{{Text: "jump services", Exprs: []expr.Any{jump("services")}}}},
@@ -312,12 +317,12 @@ func baseChains(opt Options) []*Chain {
 						&expr.Masq{},
 					}},
 			}},
-		{Name: "filter-input", Hook: hook(nftables.ChainTypeFilter, nftables.ChainHookInput, 0),
-			Rules: []Rule{noEpNPs, noEpIPs}},
-		{Name: "filter-forward", Hook: hook(nftables.ChainTypeFilter, nftables.ChainHookForward, 0),
-			Rules: []Rule{noEpIPs, unknownPort}},
-		{Name: "filter-output", Hook: hook(nftables.ChainTypeFilter, nftables.ChainHookOutput, 0),
-			Rules: []Rule{noEpNPs, noEpIPs, unknownPort}},
+		{Name: "filter-input", Hook: hook(nftables.ChainTypeFilter, nftables.ChainHookInput, 0), Rules: onNew("input-new")},
+		{Name: "filter-forward", Hook: hook(nftables.ChainTypeFilter, nftables.ChainHookForward, 0), Rules: onNew("forward-new")},
+		{Name: "filter-output", Hook: hook(nftables.ChainTypeFilter, nftables.ChainHookOutput, 0), Rules: onNew("output-new")},
+		{Name: "input-new", Rules: []Rule{noEpNPs, noEpIPs}},
+		{Name: "forward-new", Rules: []Rule{noEpIPs, unknownPort}},
+		{Name: "output-new", Rules: []Rule{noEpNPs, noEpIPs, unknownPort}},
 		{Name: ChainReject, Rules: []Rule{
 			{Text: "meta l4proto tcp reject with tcp reset",
 				Exprs: []expr.Any{ldL4proto(r8), &expr.Cmp{Op: expr.CmpOpEq, Register: r8, Data: []byte{ProtoTCP}},

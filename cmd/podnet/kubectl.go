@@ -168,6 +168,15 @@ func newGetCmd() *cobra.Command {
 			if err := cl.Do(cmd.Context(), "GET", "/v1/get", q, nil, &raw); err != nil {
 				return err
 			}
+			if len(args) == 2 && (output == "json" || output == "yaml") {
+				// One named object prints as itself, not as a List of one, as kubectl does.
+				var list struct {
+					Items []json.RawMessage `json:"items"`
+				}
+				if err := json.Unmarshal(raw, &list); err == nil && len(list.Items) == 1 {
+					raw = list.Items[0]
+				}
+			}
 			switch output {
 			case "json":
 				var v any

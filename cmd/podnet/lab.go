@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,8 @@ import (
 
 func newLabCmd() *cobra.Command {
 	c := &cobra.Command{Use: "lab", Short: "A whole multi-node cluster network on this host, built from network namespaces"}
-	c.AddCommand(newLabUpCmd(), newLabRestartCmd(), newLabDownCmd(), newLabStatusCmd(), newLabDaemonCmd(), newLabRestartAgentsCmd())
+	c.AddCommand(newLabUpCmd(), newLabRestartCmd(), newLabDownCmd(), newLabStatusCmd(), newLabDaemonCmd(), newLabRestartAgentsCmd(),
+		newLabExecExternalCmd())
 	return c
 }
 
@@ -72,8 +74,10 @@ func newLabUpCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("lab %s is up: %d nodes, backend %s, pod CIDR %s, service CIDR %s\n", cfg.Name, cfg.Nodes, cfg.Backend, cfg.PodCIDR, cfg.ServiceCIDR)
+			fmt.Printf("lab %s is up: %d nodes, backend %s, pod CIDR %s, service CIDR %s, load-balancer CIDR %s\n",
+				cfg.Name, cfg.Nodes, cfg.Backend, cfg.PodCIDR, cfg.ServiceCIDR, cfg.LBCIDR)
 			printNodes(st)
+			printExternal(st)
 			return nil
 		},
 	}
@@ -86,6 +90,7 @@ func newLabUpCmd() *cobra.Command {
 	f.StringVar(&cfg.ServiceCIDR, "service-cidr", cfg.ServiceCIDR, "Service ClusterIP range")
 	f.StringVar(&cfg.UnderlayCIDR, "underlay-cidr", cfg.UnderlayCIDR, "the nodes' own network (node i is host .10+i)")
 	f.StringVar(&cfg.Domain, "cluster-domain", cfg.Domain, "cluster DNS domain")
+	f.StringVar(&cfg.LBCIDR, "lb-cidr", cfg.LBCIDR, "LoadBalancer Service addresses, routed to the nodes by the external namespace")
 	f.BoolVar(&foreground, "foreground", false, "run the lab daemon in this process; Ctrl-C removes the lab")
 	f.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the nodes to be Ready")
 	return c
@@ -102,6 +107,13 @@ func printNodes(st *lab.Status) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\n", n.Name, s, n.InternalIP, n.PodCIDR, n.Netns, n.Pods)
 	}
 	w.Flush()
+}
+
+func printExternal(st *lab.Status) {
+	if st.External.Netns != "" {
+		fmt.Printf("external client %s at %s routes LoadBalancer IPs and externalIPs to the nodes (podnet lab exec-external -- CMD)\n",
+			st.External.Netns, st.External.Address)
+	}
 }
 
 func newLabDownCmd() *cobra.Command {
@@ -141,9 +153,10 @@ func newLabStatusCmd() *cobra.Command {
 				return err
 			}
 			c := st.Config
-			fmt.Printf("lab %s (daemon pid %d): %d nodes, backend %s, pod CIDR %s (/%d per node), service CIDR %s, underlay %s, %d pods\n",
-				c.Name, st.PID, c.Nodes, c.Backend, c.PodCIDR, c.NodeCIDRSize, c.ServiceCIDR, c.UnderlayCIDR, st.Pods)
+			fmt.Printf("lab %s (daemon pid %d): %d nodes, backend %s, pod CIDR %s (/%d per node), service CIDR %s, underlay %s, load-balancer CIDR %s, %d pods\n",
+				c.Name, st.PID, c.Nodes, c.Backend, c.PodCIDR, c.NodeCIDRSize, c.ServiceCIDR, c.UnderlayCIDR, c.LBCIDR, st.Pods)
 			printNodes(&st)
+			printExternal(&st)
 			return nil
 		},
 	}
@@ -234,5 +247,31 @@ func newLabRestartCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&name, "name", name, "lab name")
+	return c
+}
+
+func newLabExecExternalCmd() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "exec-external [--lab LAB] -- CMD [ARGS...]",
+		Short: "Run a command in the lab's external client namespace, a host on the nodes' LAN outside the cluster",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.ArgsLenAtDash() != 0 {
+				return fmt.Errorf("usage: podnet lab exec-external [--lab LAB] -- CMD [ARGS...]")
+			}
+			if _, err := lab.LoadConfig(name); err != nil {
+				return err
+			}
+			netns := lab.ExternalNetns(name)
+			if _, err := os.Stat(lab.NetnsPath(netns)); err != nil {
+				return fmt.Errorf("lab %q has no external namespace %s (a lab made by an older podnet gets it when its daemon starts again)", name, netns)
+			}
+			x := exec.Command("ip", append([]string{"netns", "exec", netns}, args...)...)
+			x.Stdin, x.Stdout, x.Stderr = os.Stdin, os.Stdout, os.Stderr
+			return runExit(x)
+		},
+	}
+	labFlag(c, &name)
 	return c
 }

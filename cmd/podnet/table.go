@@ -162,27 +162,7 @@ func printTable(w io.Writer, kind string, raw []byte, wide, allNS bool) error {
 			if err := json.Unmarshal(it, &s); err != nil {
 				return err
 			}
-			var ports []string
-			for _, p := range s.Spec.Ports {
-				ps := fmt.Sprintf("%d", p.Port)
-				if p.NodePort != 0 {
-					ps += fmt.Sprintf(":%d", p.NodePort)
-				}
-				ports = append(ports, ps+"/"+string(p.Protocol))
-			}
-			ext := strings.Join(s.Spec.ExternalIPs, ",")
-			for _, in := range s.Status.LoadBalancer.Ingress {
-				if ext != "" {
-					ext += ","
-				}
-				ext += in.IP
-			}
-			if s.Spec.Type == corev1.ServiceTypeExternalName {
-				ext = s.Spec.ExternalName
-			} else if s.Spec.Type == corev1.ServiceTypeLoadBalancer && ext == "" {
-				ext = "<pending>"
-			}
-			cols := []string{s.Name, string(s.Spec.Type), orNone(s.Spec.ClusterIP), orNone(ext), orNone(strings.Join(ports, ",")), age(s.CreationTimestamp)}
+			cols := []string{s.Name, string(s.Spec.Type), orNone(s.Spec.ClusterIP), serviceExternalIP(&s, wide), servicePorts(&s), age(s.CreationTimestamp)}
 			if wide {
 				cols = append(cols, orNone(selectorString(s.Spec.Selector)))
 			}
@@ -195,16 +175,7 @@ func printTable(w io.Writer, kind string, raw []byte, wide, allNS bool) error {
 			if err := json.Unmarshal(it, &e); err != nil {
 				return err
 			}
-			var ports, eps []string
-			for _, p := range e.Ports {
-				if p.Port != nil {
-					ports = append(ports, fmt.Sprint(*p.Port))
-				}
-			}
-			for _, ep := range e.Endpoints {
-				eps = append(eps, ep.Addresses...)
-			}
-			row(e.Namespace, e.Name, string(e.AddressType), orNone(strings.Join(ports, ",")), orNone(strings.Join(eps, ",")), age(e.CreationTimestamp))
+			row(e.Namespace, e.Name, string(e.AddressType), sliceEndpointPorts(e.Ports), sliceEndpoints(e.Endpoints), age(e.CreationTimestamp))
 		}
 	case "NetworkPolicy":
 		header("NAME", "POD-SELECTOR", "AGE")
@@ -232,4 +203,90 @@ func printTable(w io.Writer, kind string, raw []byte, wide, allNS bool) error {
 		return fmt.Errorf("no table format for %s; use -o yaml", kind)
 	}
 	return nil
+}
+
+// servicePorts is kubectl's PORT(S) column: "80/TCP", "80:30080/TCP,53:31053/UDP".
+func servicePorts(s *corev1.Service) string {
+	var ports []string
+	for _, p := range s.Spec.Ports {
+		ps := fmt.Sprintf("%d", p.Port)
+		if p.NodePort != 0 {
+			ps += fmt.Sprintf(":%d", p.NodePort)
+		}
+		ports = append(ports, ps+"/"+string(p.Protocol))
+	}
+	return orNone(strings.Join(ports, ","))
+}
+
+// loadBalancerWidth is where kubectl cuts the load-balancer addresses short without -o wide.
+const loadBalancerWidth = 16
+
+// serviceExternalIP is kubectl's EXTERNAL-IP column: load-balancer ingress addresses, then
+// externalIPs; "<pending>" for a LoadBalancer without an address; the name of an ExternalName.
+func serviceExternalIP(s *corev1.Service, wide bool) string {
+	switch s.Spec.Type {
+	case corev1.ServiceTypeClusterIP, corev1.ServiceTypeNodePort, "":
+		return orNone(strings.Join(s.Spec.ExternalIPs, ","))
+	case corev1.ServiceTypeExternalName:
+		return s.Spec.ExternalName
+	case corev1.ServiceTypeLoadBalancer:
+		var lb []string
+		for _, in := range s.Status.LoadBalancer.Ingress {
+			if in.IP != "" {
+				lb = append(lb, in.IP)
+			} else if in.Hostname != "" {
+				lb = append(lb, in.Hostname)
+			}
+		}
+		r := strings.Join(lb, ",")
+		if !wide && len(r) > loadBalancerWidth {
+			r = r[:loadBalancerWidth-3] + "..."
+		}
+		all := []string{}
+		if r != "" {
+			all = append(all, r)
+		}
+		all = append(all, s.Spec.ExternalIPs...)
+		if len(all) == 0 {
+			return "<pending>"
+		}
+		return strings.Join(all, ",")
+	}
+	return "<unknown>"
+}
+
+// listWithMore is kubectl's way of showing at most three items of a list.
+func listWithMore(list []string, count int) string {
+	const maxShown = 3
+	if count > maxShown {
+		return fmt.Sprintf("%s + %d more...", strings.Join(list[:maxShown], ","), count-maxShown)
+	}
+	if len(list) == 0 {
+		return "<unset>"
+	}
+	return strings.Join(list, ",")
+}
+
+// sliceEndpointPorts is kubectl's PORTS column of an EndpointSlice.
+func sliceEndpointPorts(ports []discoveryv1.EndpointPort) string {
+	var list []string
+	for _, p := range ports {
+		n := "*"
+		if p.Port != nil {
+			n = fmt.Sprint(*p.Port)
+		} else if p.Name != nil {
+			n = *p.Name
+		}
+		list = append(list, n)
+	}
+	return listWithMore(list, len(list))
+}
+
+// sliceEndpoints is kubectl's ENDPOINTS column of an EndpointSlice: addresses, at most three.
+func sliceEndpoints(eps []discoveryv1.Endpoint) string {
+	var list []string
+	for _, ep := range eps {
+		list = append(list, ep.Addresses...)
+	}
+	return listWithMore(list, len(list))
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -30,6 +29,14 @@ type Status struct {
 	Nodes  []NodeStatus `json:"nodes"`
 	Pods   int          `json:"pods"`
 	Agents []any        `json:"agents"`
+	// External is the lab's external client, on the underlay outside the cluster.
+	External ExternalStatus `json:"external"`
+}
+
+// ExternalStatus is where the external client is: its namespace and underlay address.
+type ExternalStatus struct {
+	Netns   string `json:"netns"`
+	Address string `json:"address"`
 }
 
 // NodeStatus is one node's line in the lab status.
@@ -100,7 +107,8 @@ func (d *Daemon) handleStatus(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
 	ready := d.ready
 	d.mu.Unlock()
-	st := Status{Config: d.cfg, Ready: ready, PID: os.Getpid()}
+	st := Status{Config: d.cfg, Ready: ready, PID: os.Getpid(), External: ExternalStatus{
+		Netns: ExternalNetns(d.cfg.Name), Address: ExternalAddress(mustCIDR(d.cfg.UnderlayCIDR)).IP.String()}}
 	nodes, err := d.client.CoreV1().Nodes().List(r.Context(), metav1.ListOptions{})
 	if err != nil {
 		writeErr(w, 500, err)
@@ -214,8 +222,9 @@ func (d *Daemon) handleGet(w http.ResponseWriter, r *http.Request) {
 }
 
 // deletePod starts a graceful deletion, as kube-apiserver does: the pod gets a deletion timestamp
-// and its kubelet finishes the deletion once the pod's processes are gone. A pod no node runs is
-// removed at once.
+// and its kubelet finishes the deletion once the pod's processes are gone. Until they are, the pod
+// keeps its Ready condition, so its endpoints are terminating but still serving, as in a real
+// cluster. A pod no node runs is removed at once.
 func deletePod(ctx context.Context, c kubernetes.Interface, ns, name string) error {
 	p, err := c.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -234,13 +243,8 @@ func deletePod(ctx context.Context, c kubernetes.Interface, ns, name string) err
 	}
 	p.DeletionTimestamp = &now
 	p.DeletionGracePeriodSeconds = &grace
-	setPodConditionStatus(&p.Status, corev1.PodReady, corev1.ConditionFalse)
 	_, err = c.CoreV1().Pods(ns).Update(ctx, p, metav1.UpdateOptions{})
 	return err
-}
-
-func setPodConditionStatus(st *corev1.PodStatus, t corev1.PodConditionType, s corev1.ConditionStatus) {
-	setPodCondition(st, t, s)
 }
 
 // Client talks to a lab daemon over its socket.

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/podnet/podnet/internal/manifest"
 )
@@ -30,6 +31,23 @@ type Result struct {
 	Pods  []Key    `json:"pods,omitempty"`        // pods created or kept, to wait for
 	Deps  []Key    `json:"deployments,omitempty"` // deployments applied, to wait for
 	Gone  []Key    `json:"gone,omitempty"`        // pods being deleted, to wait for
+	Svcs  []Key    `json:"services,omitempty"`    // services applied or deleted, to wait for
+}
+
+// namespaces lists every namespace the result touched.
+func (r *Result) namespaces() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, ks := range [][]Key{r.Pods, r.Deps, r.Gone, r.Svcs} {
+		for _, k := range ks {
+			if !seen[k.Namespace] {
+				seen[k.Namespace] = true
+				out = append(out, k.Namespace)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // decodeRequest turns a request body (YAML or JSON documents) into validated, defaulted objects.
@@ -55,8 +73,10 @@ func decodeRequest(body []byte, source string) ([]runtime.Object, error) {
 var kindOrder = map[string]int{"Namespace": 0, "NetworkPolicy": 1, "Service": 2, "Deployment": 3, "Pod": 4}
 
 // apply creates or updates every object, all or nothing: everything is checked before anything
-// is written.
+// is written, including what admission allocates for Services (ClusterIPs, NodePorts).
 func (d *Daemon) apply(ctx context.Context, objs []runtime.Object) (*Result, error) {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
 	sort.SliceStable(objs, func(i, j int) bool { return kindOrder[manifest.KindOf(objs[i])] < kindOrder[manifest.KindOf(objs[j])] })
 	newNS := map[string]bool{}
 	for _, o := range objs {
@@ -72,6 +92,11 @@ func (d *Daemon) apply(ctx context.Context, objs []runtime.Object) (*Result, err
 	for _, n := range nodes.Items {
 		nodeNames[n.Name] = true
 	}
+	svcs, err := d.client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	alloc := newServiceAllocator(mustCIDR(d.cfg.ServiceCIDR), d.dnsIP(), svcs.Items)
 	// Checks first.
 	for _, o := range objs {
 		kind := manifest.KindOf(o)
@@ -94,6 +119,17 @@ func (d *Daemon) apply(ctx context.Context, objs []runtime.Object) (*Result, err
 				}
 			}
 		}
+		if svc, ok := o.(*corev1.Service); ok {
+			var cur *corev1.Service
+			for i := range svcs.Items {
+				if svcs.Items[i].Namespace == ns && svcs.Items[i].Name == name {
+					cur = &svcs.Items[i]
+				}
+			}
+			if err := alloc.Admit(svc, cur); err != nil {
+				return nil, fmt.Errorf("Service %s/%s: %w", ns, name, err)
+			}
+		}
 	}
 	res := &Result{}
 	for _, o := range objs {
@@ -109,6 +145,8 @@ func (d *Daemon) apply(ctx context.Context, objs []runtime.Object) (*Result, err
 			res.Pods = append(res.Pods, Key{Namespace: ns, Name: name})
 		case *appsv1.Deployment:
 			res.Deps = append(res.Deps, Key{Namespace: ns, Name: name})
+		case *corev1.Service:
+			res.Svcs = append(res.Svcs, Key{Namespace: ns, Name: name})
 		}
 	}
 	return res, nil
@@ -183,16 +221,16 @@ func (d *Daemon) applyOne(ctx context.Context, o runtime.Object) (string, error)
 		_, err = c.AppsV1().Deployments(obj.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 		return "deployment.apps/" + obj.Name + " configured", err
 	case *corev1.Service:
+		// Admission (apply's checks) has allocated the ClusterIP and NodePorts already; the
+		// status is the load-balancer controller's.
 		cur, err := c.CoreV1().Services(obj.Namespace).Get(ctx, obj.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
+			obj.Status = corev1.ServiceStatus{}
 			_, err = c.CoreV1().Services(obj.Namespace).Create(ctx, obj, metav1.CreateOptions{})
 			return "service/" + obj.Name + " created", err
 		}
 		if err != nil {
 			return "", err
-		}
-		if obj.Spec.ClusterIP == "" {
-			obj.Spec.ClusterIP, obj.Spec.ClusterIPs = cur.Spec.ClusterIP, cur.Spec.ClusterIPs
 		}
 		if metaSame(&cur.ObjectMeta, &obj.ObjectMeta) && equality.Semantic.DeepEqual(cur.Spec, obj.Spec) {
 			return "service/" + obj.Name + " unchanged", nil
@@ -240,12 +278,20 @@ func metaSame(cur, want *metav1.ObjectMeta) bool {
 }
 
 // waitApplied returns when every applied pod (and every pod of every applied Deployment) is
-// Running and Ready and every node agent has programmed the cluster state that includes them.
+// Running and Ready, every applied LoadBalancer Service has its address, the EndpointSlices of
+// the touched namespaces list their pods as they are, and every node agent (and the LAN router)
+// has programmed the cluster state that includes all of it.
 func (d *Daemon) waitApplied(ctx context.Context, res *Result) error {
 	for {
 		target, pending, err := d.appliedState(ctx, res)
 		if err != nil {
 			return err
+		}
+		if pending == "" {
+			pending, err = d.servicesState(ctx, res)
+			if err != nil {
+				return err
+			}
 		}
 		if pending == "" {
 			return d.waitProgrammed(ctx, max(target, d.store.MaxRV(agentResources...)))
@@ -256,6 +302,86 @@ func (d *Daemon) waitApplied(ctx context.Context, res *Result) error {
 		case <-waitTick():
 		}
 	}
+}
+
+// servicesState reports what applied Services still wait for: a load-balancer address, and
+// EndpointSlices that reflect the Services and pods of the touched namespaces.
+func (d *Daemon) servicesState(ctx context.Context, res *Result) (string, error) {
+	for _, k := range res.Svcs {
+		svc, err := d.client.CoreV1().Services(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer && len(svc.Status.LoadBalancer.Ingress) == 0 {
+			if d.lb != nil {
+				if why := d.lb.pendingReason(k); why != "" {
+					return "", fmt.Errorf("service %s/%s gets no load-balancer address: %s", k.Namespace, k.Name, why)
+				}
+			}
+			return fmt.Sprintf("service %s/%s to get a load-balancer address", k.Namespace, k.Name), nil
+		}
+	}
+	return d.slicesState(ctx, res.namespaces())
+}
+
+// slicesState compares, in each namespace, the EndpointSlices the controller keeps with what
+// the Services and pods in the store call for, and names the first Service that differs.
+func (d *Daemon) slicesState(ctx context.Context, namespaces []string) (string, error) {
+	nodes, err := d.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return "", err
+	}
+	zones := map[string]string{}
+	for _, n := range nodes.Items {
+		if z := n.Labels[corev1.LabelTopologyZone]; z != "" {
+			zones[n.Name] = z
+		}
+	}
+	for _, ns := range namespaces {
+		svcs, err := d.client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return "", err
+		}
+		podList, err := d.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return "", err
+		}
+		pods := make([]*corev1.Pod, len(podList.Items))
+		for i := range podList.Items {
+			pods[i] = &podList.Items[i]
+		}
+		sliceList, err := d.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{
+			LabelSelector: discoveryv1.LabelManagedBy + "=" + EndpointSliceControllerName})
+		if err != nil {
+			return "", err
+		}
+		bySvc := map[string][]*discoveryv1.EndpointSlice{}
+		for i := range sliceList.Items {
+			s := &sliceList.Items[i]
+			bySvc[s.Labels[discoveryv1.LabelServiceName]] = append(bySvc[s.Labels[discoveryv1.LabelServiceName]], s)
+		}
+		for i := range svcs.Items {
+			svc := &svcs.Items[i]
+			have := bySvc[svc.Name]
+			delete(bySvc, svc.Name)
+			if !selectsPods(svc) {
+				if len(have) > 0 {
+					return fmt.Sprintf("the EndpointSlices of service %s/%s to be removed", ns, svc.Name), nil
+				}
+				continue
+			}
+			if !reconcileSlices(svc, endpointGroups(svc, pods, zones), have).empty() {
+				return fmt.Sprintf("the EndpointSlices of service %s/%s to list its pods", ns, svc.Name), nil
+			}
+		}
+		for name := range bySvc {
+			return fmt.Sprintf("the EndpointSlices of deleted service %s/%s to be removed", ns, name), nil
+		}
+	}
+	return "", nil
 }
 
 // appliedState reports the newest resourceVersion among the applied pods, or what is still pending.
@@ -312,7 +438,9 @@ func (d *Daemon) appliedState(ctx context.Context, res *Result) (int64, string, 
 	return target, "", nil
 }
 
-// waitDeleted returns when the pods being deleted are gone.
+// waitDeleted returns when the pods being deleted are gone, the EndpointSlices of the touched
+// namespaces no longer list them (nor exist for deleted Services), and every node agent has
+// programmed that.
 func (d *Daemon) waitDeleted(ctx context.Context, res *Result) error {
 	for _, k := range res.Gone {
 		for {
@@ -325,6 +453,20 @@ func (d *Daemon) waitDeleted(ctx context.Context, res *Result) error {
 				return fmt.Errorf("timed out waiting for pod %s/%s to be deleted", k.Namespace, k.Name)
 			case <-waitTick():
 			}
+		}
+	}
+	for {
+		pending, err := d.slicesState(ctx, res.namespaces())
+		if err != nil {
+			return err
+		}
+		if pending == "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("timed out waiting for %s", pending)
+		case <-waitTick():
 		}
 	}
 	return d.waitProgrammed(ctx, d.store.MaxRV(agentResources...))
@@ -395,9 +537,11 @@ func (d *Daemon) deleteObjects(ctx context.Context, objs []runtime.Object) (*Res
 			label = "service/" + name
 			err = c.CoreV1().Services(ns).Delete(ctx, name, metav1.DeleteOptions{})
 			if err == nil {
-				_ = c.DiscoveryV1().EndpointSlices(ns).DeleteCollection(ctx, metav1.DeleteOptions{},
-					metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + name})
+				// What the EndpointSlice controller would do next (as garbage collection of
+				// owned objects), done at once.
+				deleteSlices(ctx, c, ns, discoveryv1.LabelServiceName+"="+name)
 			}
+			res.Svcs = append(res.Svcs, Key{Namespace: ns, Name: name})
 		case *networkingv1.NetworkPolicy:
 			label = "networkpolicy.networking.k8s.io/" + name
 			err = c.NetworkingV1().NetworkPolicies(ns).Delete(ctx, name, metav1.DeleteOptions{})
@@ -444,6 +588,17 @@ func (d *Daemon) deleteObjects(ctx context.Context, objs []runtime.Object) (*Res
 	return res, nil
 }
 
+// deleteSlices deletes the EndpointSlices of a namespace that match a label selector.
+func deleteSlices(ctx context.Context, c kubernetes.Interface, ns, selector string) {
+	list, err := c.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return
+	}
+	for _, s := range list.Items {
+		_ = c.DiscoveryV1().EndpointSlices(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
+	}
+}
+
 func prefixLines(lines []string) string {
 	if len(lines) == 0 {
 		return ""
@@ -472,7 +627,7 @@ func (d *Daemon) deleteNamespaceContents(ctx context.Context, ns string) ([]Key,
 	for _, s := range svcs.Items {
 		_ = c.CoreV1().Services(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
 	}
-	_ = c.DiscoveryV1().EndpointSlices(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	deleteSlices(ctx, c, ns, "")
 	pols, _ := c.NetworkingV1().NetworkPolicies(ns).List(ctx, metav1.ListOptions{})
 	for _, p := range pols.Items {
 		_ = c.NetworkingV1().NetworkPolicies(ns).Delete(ctx, p.Name, metav1.DeleteOptions{})

@@ -25,6 +25,9 @@ const (
 	DefaultServiceCIDR  = "10.96.0.0/16"
 	DefaultUnderlayCIDR = "172.30.0.0/24"
 	DefaultDomain       = "cluster.local"
+	// DefaultLBCIDR is where LoadBalancer Services get their ingress IPs: addresses outside every
+	// other lab range, reached from LAB.external through the lab's LAN router.
+	DefaultLBCIDR = "172.31.255.0/24"
 	// MaxNodes bounds the lab size: node i gets underlay address .(10+i).
 	MaxNodes = 200
 )
@@ -40,6 +43,7 @@ type Config struct {
 	ServiceCIDR  string `json:"serviceCIDR"`
 	UnderlayCIDR string `json:"underlayCIDR"`
 	Domain       string `json:"clusterDomain"`
+	LBCIDR       string `json:"lbCIDR"`
 }
 
 // DefaultConfig returns the configuration `podnet lab up` uses without flags.
@@ -47,7 +51,7 @@ func DefaultConfig() Config {
 	return Config{
 		Name: DefaultName, Nodes: DefaultNodes, Backend: DefaultBackend, PodCIDR: DefaultPodCIDR,
 		NodeCIDRSize: DefaultNodeCIDRSize, ServiceCIDR: DefaultServiceCIDR,
-		UnderlayCIDR: DefaultUnderlayCIDR, Domain: DefaultDomain,
+		UnderlayCIDR: DefaultUnderlayCIDR, Domain: DefaultDomain, LBCIDR: DefaultLBCIDR,
 	}
 }
 
@@ -83,18 +87,26 @@ func (c Config) Validate() error {
 	if err != nil {
 		return err
 	}
+	lb, err := parseCIDR("--lb-cidr", c.LBCIDR)
+	if err != nil {
+		return err
+	}
 	if ones, _ := ul.Mask.Size(); ones > 24 {
 		return fmt.Errorf("--underlay-cidr %s: must be /24 or larger (node i takes host address .%d+i)", c.UnderlayCIDR, 10)
 	}
 	if ones, _ := svc.Mask.Size(); ones > 28 {
 		return fmt.Errorf("--service-cidr %s: must be /28 or larger", c.ServiceCIDR)
 	}
+	if ones, _ := lb.Mask.Size(); ones > 30 {
+		return fmt.Errorf("--lb-cidr %s: must be /30 or larger", c.LBCIDR)
+	}
 	for _, p := range []struct {
 		a, b   string
 		na, nb *net.IPNet
-	}{{"--pod-cidr", "--service-cidr", pod, svc}, {"--pod-cidr", "--underlay-cidr", pod, ul}, {"--service-cidr", "--underlay-cidr", svc, ul}} {
-		if p.na.Contains(p.nb.IP) || p.nb.Contains(p.na.IP) {
-			return fmt.Errorf("%s %s overlaps %s %s: pod, service and underlay ranges must not overlap", p.a, p.na, p.b, p.nb)
+	}{{"--pod-cidr", "--service-cidr", pod, svc}, {"--pod-cidr", "--underlay-cidr", pod, ul}, {"--service-cidr", "--underlay-cidr", svc, ul},
+		{"--lb-cidr", "--pod-cidr", lb, pod}, {"--lb-cidr", "--service-cidr", lb, svc}, {"--lb-cidr", "--underlay-cidr", lb, ul}} {
+		if overlaps(p.na, p.nb) {
+			return fmt.Errorf("%s %s overlaps %s %s: pod, service, underlay and load-balancer ranges must not overlap", p.a, p.na, p.b, p.nb)
 		}
 	}
 	podOnes, _ := pod.Mask.Size()
@@ -112,6 +124,38 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--cluster-domain %q: must be a DNS name", c.Domain)
 	}
 	return nil
+}
+
+func overlaps(a, b *net.IPNet) bool { return a.Contains(b.IP) || b.Contains(a.IP) }
+
+// lbCIDRCandidates are the load-balancer ranges a lab created before lbCIDR existed gets: the
+// first that overlaps none of its ranges.
+var lbCIDRCandidates = []string{DefaultLBCIDR, "192.168.255.0/24", "10.255.255.0/24", "100.127.255.0/24"}
+
+// withDefaults fills fields an older lab's stored configuration lacks.
+func (c Config) withDefaults() Config {
+	if c.LBCIDR != "" {
+		return c
+	}
+	c.LBCIDR = DefaultLBCIDR
+	var taken []*net.IPNet
+	for _, s := range []string{c.PodCIDR, c.ServiceCIDR, c.UnderlayCIDR} {
+		if _, n, err := net.ParseCIDR(s); err == nil {
+			taken = append(taken, n)
+		}
+	}
+	for _, cand := range lbCIDRCandidates {
+		n := mustCIDR(cand)
+		free := true
+		for _, t := range taken {
+			free = free && !overlaps(n, t)
+		}
+		if free {
+			c.LBCIDR = cand
+			break
+		}
+	}
+	return c
 }
 
 func parseCIDR(flag, s string) (*net.IPNet, error) {
@@ -177,5 +221,5 @@ func LoadConfig(name string) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return Config{}, fmt.Errorf("lab %q: corrupt %s: %v", name, p.Config(), err)
 	}
-	return c, nil
+	return c.withDefaults(), nil
 }

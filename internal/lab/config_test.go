@@ -31,6 +31,12 @@ func TestConfigValidate(t *testing.T) {
 		{"node cidr too small for nodes", func(c *Config) { c.PodCIDR = "10.244.0.0/23"; c.Nodes = 3 }, "--node-cidr-size"},
 		{"underlay too small", func(c *Config) { c.UnderlayCIDR = "172.30.0.0/28" }, "--underlay-cidr"},
 		{"bad domain", func(c *Config) { c.Domain = "Cluster Local" }, "--cluster-domain"},
+		{"lb cidr garbage", func(c *Config) { c.LBCIDR = "nope" }, "--lb-cidr"},
+		{"lb cidr missing", func(c *Config) { c.LBCIDR = "" }, "--lb-cidr"},
+		{"lb cidr too small", func(c *Config) { c.LBCIDR = "172.31.255.0/31" }, "--lb-cidr"},
+		{"lb overlaps underlay", func(c *Config) { c.LBCIDR = "172.30.0.128/25" }, "overlaps"},
+		{"lb overlaps pod", func(c *Config) { c.LBCIDR = "10.244.7.0/24" }, "overlaps"},
+		{"lb overlaps service", func(c *Config) { c.LBCIDR = "10.0.0.0/8" }, "overlaps"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,6 +50,24 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestConfigWithDefaults: a lab saved before lbCIDR existed loads with a load-balancer range
+// that overlaps none of its own.
+func TestConfigWithDefaults(t *testing.T) {
+	c := DefaultConfig()
+	c.LBCIDR = ""
+	if got := c.withDefaults(); got.LBCIDR != DefaultLBCIDR || got.Validate() != nil {
+		t.Fatalf("old default lab: lbCIDR %q (%v)", got.LBCIDR, got.Validate())
+	}
+	c.UnderlayCIDR = "172.31.0.0/16"
+	if got := c.withDefaults(); got.LBCIDR == DefaultLBCIDR || got.Validate() != nil {
+		t.Fatalf("old lab on 172.31/16: lbCIDR %q (%v)", got.LBCIDR, got.Validate())
+	}
+	c.LBCIDR = "192.0.2.0/24"
+	if got := c.withDefaults(); got.LBCIDR != "192.0.2.0/24" {
+		t.Fatalf("a set lbCIDR changed to %q", got.LBCIDR)
 	}
 }
 
@@ -61,5 +85,14 @@ func TestNames(t *testing.T) {
 	ul := mustCIDR(DefaultUnderlayCIDR)
 	if got := NodeAddress(ul, 3).String(); got != "172.30.0.13/24" {
 		t.Fatalf("NodeAddress = %s", got)
+	}
+	if got := ExternalAddress(ul).String(); got != "172.30.0.254/24" {
+		t.Fatalf("ExternalAddress = %s", got)
+	}
+	if NodeAddress(ul, MaxNodes).IP.Equal(ExternalAddress(ul).IP) {
+		t.Fatal("the external client's address is a node's")
+	}
+	if got := ExternalNetns("lab"); got != "lab.external" || !strings.HasPrefix(got, NetnsPrefix("lab")) {
+		t.Fatalf("ExternalNetns = %q", got)
 	}
 }

@@ -25,7 +25,7 @@ import (
 
 // agentResources are the resources node agents watch: a change to them is programmed once every
 // agent's synced resourceVersion has reached the change's.
-var agentResources = []string{"nodes", "pods"}
+var agentResources = []string{"nodes", "pods", "services", "endpointslices"}
 
 // LabelLab marks the Node objects of a lab with the lab's name.
 const LabelLab = "podnet.io/lab"
@@ -43,6 +43,12 @@ type Daemon struct {
 
 	factory  informers.SharedInformerFactory
 	kubelets map[string]*kubelet
+	slices   *endpointSliceController
+	lb       *lbController
+	router   *router
+
+	// applyMu serialises applies: admission allocates against what the store holds.
+	applyMu sync.Mutex
 
 	mu     sync.Mutex
 	agents map[string]*agentRun
@@ -145,6 +151,14 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	if err := ctrl.register(d.factory); err != nil {
 		return err
 	}
+	d.slices, d.lb, d.router = newEndpointSliceController(d), newLBController(d), newRouter(d)
+	for _, c := range []interface {
+		register(informers.SharedInformerFactory) error
+	}{d.slices, d.lb, d.router} {
+		if err := c.register(d.factory); err != nil {
+			return err
+		}
+	}
 	d.factory.Start(ctx.Done())
 	defer d.factory.Shutdown()
 	d.factory.WaitForCacheSync(ctx.Done())
@@ -152,6 +166,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		go k.run(ctx, 4)
 	}
 	go ctrl.run(ctx)
+	go d.slices.run(ctx, 2)
+	go d.lb.run(ctx)
+	go d.router.run(ctx)
 
 	srv, err := d.serveAPI()
 	if err != nil {
@@ -279,6 +296,7 @@ func (d *Daemon) startAgent(node string) *agentRun {
 		Client:      d.client,
 		Backend:     d.cfg.Backend,
 		ServiceCIDR: mustCIDR(d.cfg.ServiceCIDR),
+		ClusterCIDR: mustCIDR(d.cfg.PodCIDR),
 		CNIConfDir:  filepath.Join(nodeDir, "cni"),
 		IPAMDir:     filepath.Join(nodeDir, "ipam"),
 		CNIBinDirs:  d.cniBinDirs,
@@ -372,7 +390,8 @@ func (d *Daemon) agentStats() []agent.Stats {
 	return out
 }
 
-// waitProgrammed waits until every agent has programmed the cluster state at resourceVersion rv.
+// waitProgrammed waits until every agent has programmed the cluster state at resourceVersion rv,
+// and the LAN router (once it runs) the part of that state its routes depend on.
 func (d *Daemon) waitProgrammed(ctx context.Context, rv int64) error {
 	for {
 		done := true
@@ -381,12 +400,16 @@ func (d *Daemon) waitProgrammed(ctx context.Context, rv int64) error {
 			done = done && r.agent.SyncedRV() >= rv
 		}
 		d.mu.Unlock()
-		if done {
+		routerDone := d.router == nil || d.router.SyncedRV() >= min(rv, d.store.MaxRV(routerResources...))
+		if done && routerDone {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return errors.New("timed out waiting for every node agent to program the change")
+			if !done {
+				return errors.New("timed out waiting for every node agent to program the change")
+			}
+			return errors.New("timed out waiting for the lab's LAN router to program the change")
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -600,6 +600,9 @@ func (k *kubelet) teardown(ctx context.Context, key string, pod *corev1.Pod) err
 			grace = time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
 		}
 		k.killAll(rt, min(grace, 10*time.Second))
+		if pod != nil && pod.DeletionTimestamp != nil {
+			k.markStopped(ctx, ns, name, rt.uid)
+		}
 		if list, err := k.conflist(); err == nil {
 			rtc, _ := k.runtimeConf(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}, rt.uid, rt.netns)
 			if err := k.cni.DelNetworkList(ctx, list, rtc); err != nil {
@@ -624,6 +627,32 @@ func (k *kubelet) teardown(ctx context.Context, key string, pod *corev1.Pod) err
 		}
 	}
 	return nil
+}
+
+// markStopped reports a deleted pod's containers as stopped and the pod not Ready, as kubelet
+// does once a terminating pod's containers exit: its endpoints stop serving before they go.
+func (k *kubelet) markStopped(ctx context.Context, ns, name, uid string) {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := k.d.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil || string(cur.UID) != uid {
+			return nil
+		}
+		st := cur.Status.DeepCopy()
+		setPodCondition(st, corev1.ContainersReady, corev1.ConditionFalse)
+		setPodCondition(st, corev1.PodReady, corev1.ConditionFalse)
+		for i := range st.ContainerStatuses {
+			st.ContainerStatuses[i].Ready = false
+		}
+		if podStatusEqual(&cur.Status, st) {
+			return nil
+		}
+		cur.Status = *st
+		_, err = k.d.client.CoreV1().Pods(ns).UpdateStatus(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		k.log.Warn("pod status", "pod", ns+"/"+name, "err", err)
+	}
 }
 
 // savedRuntime is what a restarted daemon needs to adopt a running pod.

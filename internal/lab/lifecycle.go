@@ -212,7 +212,9 @@ func Destroy(name string) error {
 	return errors.Join(errs...)
 }
 
-// killInNetns kills every process whose network namespace is one of the named ones.
+// killInNetns kills every process whose network namespace is one of the named ones: every
+// thread of it. A host process with one thread inside a lab namespace for a moment (a test
+// dialling into a pod, a debugger) is not the lab's and is left alone.
 func killInNetns(names []string) {
 	inodes := map[uint64]bool{}
 	for _, n := range names {
@@ -233,7 +235,7 @@ func killInNetns(names []string) {
 				continue
 			}
 			var st syscall.Stat_t
-			if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || !inodes[st.Ino] {
+			if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil || !inodes[st.Ino] || !allThreadsIn(pid, inodes) {
 				continue
 			}
 			found = true
@@ -244,6 +246,24 @@ func killInNetns(names []string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// allThreadsIn: every thread of pid is in one of the namespaces.
+func allThreadsIn(pid int, inodes map[uint64]bool) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, t := range tasks {
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d/task/%s/ns/net", pid, t.Name()), &st) != nil {
+			continue // the thread has exited
+		}
+		if !inodes[st.Ino] {
+			return false
+		}
+	}
+	return true
 }
 
 // RunForeground creates the lab and runs its daemon in this process until ctx is done, then

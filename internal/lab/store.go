@@ -42,6 +42,9 @@ type Store struct {
 
 	rvMu  sync.Mutex
 	maxRV map[string]int64 // newest resourceVersion per resource
+
+	watchMu  sync.Mutex
+	watchers map[*queuedWatcher]bool // every open watch, to pace writers by
 }
 
 // storedKind is one kind the store persists, in the order objects are restored.
@@ -65,6 +68,7 @@ func NewStore(path string) (*Store, error) {
 	s := &Store{client: fake.NewSimpleClientset(), path: path, dirty: make(chan struct{}, 1), done: make(chan struct{})}
 	s.objects = k8stesting.ObjectReaction(s.client.Tracker())
 	s.client.PrependReactor("*", "*", s.react)
+	s.client.PrependWatchReactor("*", s.watch)
 	if path != "" {
 		if err := s.load(); err != nil {
 			return nil, err
@@ -84,8 +88,9 @@ func (s *Store) ResourceVersion() int64 { return s.rv.Load() }
 // the resourceVersion of each write that succeeded. Reads go on to the default reactors.
 func (s *Store) react(action k8stesting.Action) (bool, runtime.Object, error) {
 	var rv int64
+	// The concrete types: CreateAction and UpdateAction are the same interface.
 	switch a := action.(type) {
-	case k8stesting.CreateAction:
+	case k8stesting.CreateActionImpl:
 		m, err := meta.Accessor(a.GetObject())
 		if err != nil {
 			return false, nil, nil
@@ -101,16 +106,17 @@ func (s *Store) react(action k8stesting.Action) (bool, runtime.Object, error) {
 		}
 		rv = s.rv.Add(1)
 		m.SetResourceVersion(strconv.FormatInt(rv, 10))
-	case k8stesting.UpdateAction:
+	case k8stesting.UpdateActionImpl:
 		m, err := meta.Accessor(a.GetObject())
 		if err != nil {
 			return false, nil, nil
 		}
+		s.splitStatus(a)
 		rv = s.rv.Add(1)
 		m.SetResourceVersion(strconv.FormatInt(rv, 10))
-	case k8stesting.PatchAction:
+	case k8stesting.PatchActionImpl:
 		return true, nil, fmt.Errorf("the lab store does not support patch; use update")
-	case k8stesting.DeleteAction:
+	case k8stesting.DeleteActionImpl:
 		// As in kube-apiserver, the deletion itself has a resourceVersion, carried by the
 		// object in the delete event: watchers can tell they have seen it.
 		rv = s.rv.Add(1)
@@ -124,6 +130,7 @@ func (s *Store) react(action k8stesting.Action) (bool, runtime.Object, error) {
 		return false, nil, nil
 	}
 	handled, ret, err := s.objects(action)
+	s.paceWriters()
 	if err != nil {
 		return handled, ret, err
 	}
@@ -138,6 +145,49 @@ func (s *Store) react(action k8stesting.Action) (bool, runtime.Object, error) {
 	default:
 	}
 	return handled, ret, err
+}
+
+// splitStatus gives Pods, Services and Deployments kube-apiserver's status subresource: an update
+// of the object keeps the stored status, and an update of its status (UpdateStatus) changes only
+// the status. Without it a writer holding an older copy would undo another's change: a kubelet's
+// status write a deletion timestamp, a controller's status write a new spec, apply a load-balancer
+// address. (Nodes keep whole-object updates: node agents publish conditions with Update.)
+func (s *Store) splitStatus(a k8stesting.UpdateAction) {
+	m, err := meta.Accessor(a.GetObject())
+	if err != nil {
+		return
+	}
+	stored, err := s.client.Tracker().Get(a.GetResource(), a.GetNamespace(), m.GetName())
+	if err != nil {
+		return
+	}
+	status := a.GetSubresource() == "status"
+	switch o := a.GetObject().(type) {
+	case *corev1.Pod:
+		if cur, ok := stored.(*corev1.Pod); ok {
+			if status {
+				o.ObjectMeta, o.Spec = *cur.ObjectMeta.DeepCopy(), *cur.Spec.DeepCopy()
+			} else {
+				o.Status = *cur.Status.DeepCopy()
+			}
+		}
+	case *corev1.Service:
+		if cur, ok := stored.(*corev1.Service); ok {
+			if status {
+				o.ObjectMeta, o.Spec = *cur.ObjectMeta.DeepCopy(), *cur.Spec.DeepCopy()
+			} else {
+				o.Status = *cur.Status.DeepCopy()
+			}
+		}
+	case *appsv1.Deployment:
+		if cur, ok := stored.(*appsv1.Deployment); ok {
+			if status {
+				o.ObjectMeta, o.Spec = *cur.ObjectMeta.DeepCopy(), *cur.Spec.DeepCopy()
+			} else {
+				o.Status = *cur.Status.DeepCopy()
+			}
+		}
+	}
 }
 
 // MaxRV is the newest resourceVersion written to any of the named resources (e.g. "pods").
@@ -162,6 +212,9 @@ func (s *Store) saver() {
 		if err := s.Save(); err != nil {
 			fmt.Fprintf(os.Stderr, "lab store: save: %v\n", err)
 		}
+		// The fake clientset records every action it serves; a daemon that runs for days must
+		// not keep them.
+		s.client.ClearActions()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -27,6 +28,22 @@ func NetnsPrefix(lab string) string { return lab + "." }
 
 // UnderlayNetns is the namespace holding the underlay switch.
 func UnderlayNetns(lab string) string { return lab + ".underlay" }
+
+// ExternalNetns is the namespace of the lab's external client: a host on the nodes' LAN, outside
+// the cluster, that is also the LAN's router for LoadBalancer IPs and externalIPs.
+func ExternalNetns(lab string) string { return lab + ".external" }
+
+// ExternalAddress is the external client's underlay address: host .254 of the underlay range,
+// above every node's (.10+i, i ≤ MaxNodes).
+func ExternalAddress(underlay *net.IPNet) *net.IPNet {
+	ip := make(net.IP, 4)
+	copy(ip, underlay.IP.To4())
+	ip[3] += 254
+	return &net.IPNet{IP: ip, Mask: underlay.Mask}
+}
+
+// externalPort is the external client's port on the underlay bridge (node ports are n1, n2…).
+const externalPort = "ext"
 
 // NodeNetns is the namespace of one lab node.
 func NodeNetns(lab, node string) string { return lab + "." + node }
@@ -131,17 +148,49 @@ func buildUnderlay(cfg Config) error {
 			return fmt.Errorf("%s: %w", NodeName(i), err)
 		}
 	}
+	if err := attachExternal(cfg.Name, brIndex, ExternalAddress(underlay)); err != nil {
+		return fmt.Errorf("external client: %w", err)
+	}
 	return nil
 }
 
 // attachNode creates node i's namespace and its eth0, a veth whose other end is a port of the
 // underlay bridge.
 func attachNode(lab string, i, brIndex int, addr *net.IPNet) error {
-	nodeNs := NodeNetns(lab, NodeName(i))
-	if err := addNetns(nodeNs); err != nil {
+	return attachToUnderlay(lab, NodeNetns(lab, NodeName(i)), fmt.Sprintf("n%d", i), brIndex, addr)
+}
+
+// externalSysctls make the external namespace a router whose multipath routes spread flows by
+// their ports, as a LAN router in front of a cluster does.
+var externalSysctls = map[string]string{
+	"net/ipv4/ip_forward":                "1",
+	"net/ipv4/fib_multipath_hash_policy": "1",
+}
+
+// attachExternal creates (or adopts) the external client's namespace on the underlay.
+func attachExternal(lab string, brIndex int, addr *net.IPNet) error {
+	name := ExternalNetns(lab)
+	if err := attachToUnderlay(lab, name, externalPort, brIndex, addr); err != nil {
 		return err
 	}
-	port := fmt.Sprintf("n%d", i)
+	// /proc/sys/net belongs to the namespace of the thread that opens it.
+	return ns.WithNetNSPath(NetnsPath(name), func(ns.NetNS) error {
+		for k, v := range externalSysctls {
+			if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", strings.ReplaceAll(k, "/", "."), v, err)
+			}
+		}
+		return nil
+	})
+}
+
+// attachToUnderlay creates (or adopts) a namespace whose eth0 is a veth with the given address,
+// its other end the port of the underlay bridge.
+func attachToUnderlay(lab, nsName, port string, brIndex int, addr *net.IPNet) error {
+	if err := addNetns(nsName); err != nil {
+		return err
+	}
+	nodeNs := nsName
 	err := withHandle(UnderlayNetns(lab), func(h *netlink.Handle) error {
 		if l, err := h.LinkByName(port); err == nil {
 			return h.LinkSetUp(l)

@@ -432,6 +432,16 @@ func validateServiceSpec(spec *corev1.ServiceSpec, p *field.Path) field.ErrorLis
 			errs = append(errs, field.Invalid(rp, r, "must be a CIDR, e.g. 192.0.2.0/24"))
 		}
 	}
+	if hc := spec.HealthCheckNodePort; hc != 0 {
+		hp := p.Child("healthCheckNodePort")
+		switch {
+		case !lb || spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal:
+			errs = append(errs, field.Invalid(hp, hc, "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"))
+		case hc < NodePortMin || hc > NodePortMax:
+			errs = append(errs, field.Invalid(hp, hc,
+				fmt.Sprintf("must be between %d and %d, inclusive (the NodePort range)", NodePortMin, NodePortMax)))
+		}
+	}
 	if spec.AllocateLoadBalancerNodePorts != nil && !lb {
 		errs = append(errs, field.Forbidden(p.Child("allocateLoadBalancerNodePorts"), "may only be used when `type` is 'LoadBalancer'"))
 	}

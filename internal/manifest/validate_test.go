@@ -333,6 +333,20 @@ func TestValidate(t *testing.T) {
 			[]string{"spec.loadBalancerIP: Forbidden: may only be used when `type` is 'LoadBalancer'"}},
 		{"externalIPs", service(func(s *corev1.Service) { s.Spec.ExternalIPs = []string{"192.0.2.10", "nope"} }),
 			[]string{`spec.externalIPs[1]: Invalid value: "nope"`}},
+		{"healthCheckNodePort only for LoadBalancer with Local", service(func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.HealthCheckNodePort = 30100
+		}), []string{"spec.healthCheckNodePort: Invalid value: 30100: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"}},
+		{"healthCheckNodePort range", service(func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			s.Spec.HealthCheckNodePort = 10256
+		}), []string{"spec.healthCheckNodePort: Invalid value: 10256: must be between 30000 and 32767, inclusive"}},
+		{"healthCheckNodePort ok", service(func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeLoadBalancer
+			s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			s.Spec.HealthCheckNodePort = 30100
+		}), nil},
 
 		// NetworkPolicy.
 		{"policy ok", policy(nil), nil},

@@ -113,6 +113,13 @@ func (a *Agent) ensureBridge() (netlink.Link, error) {
 		}
 		a.writes.Add(1)
 		link, err = a.nl.LinkByName(a.cfg.Bridge)
+		if err == nil {
+			// Setting the MTU once more marks it as chosen by the user: otherwise the bridge
+			// auto-adjusts it to 1500 when its last port leaves, and the agent must rewrite it.
+			if err := a.nl.LinkSetMTU(link, a.info.MTU); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err != nil {
 		return nil, err

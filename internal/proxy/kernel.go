@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -300,6 +301,8 @@ func nftElement(s *Set, e Element) nftables.SetElement {
 	return el
 }
 
+var addSetMu sync.Mutex
+
 const chunk = 1000 // elements per netlink message (an attribute is at most 64 KiB)
 
 // Apply makes the table match rs in one transaction and remembers the result.
@@ -362,7 +365,12 @@ func (k *Kernel) Apply(rs *Ruleset) (ApplyStats, error) {
 		old, ok := cur.sets[s.Name]
 		next.sets[s.Name] = &setState{def: setDef(s), elements: s.Elements}
 		if !ok {
-			if err := c.AddSet(ns, nil); err != nil {
+			// google/nftables allocates set IDs from an unguarded package counter: agents of
+			// one process must not add sets concurrently.
+			addSetMu.Lock()
+			err := c.AddSet(ns, nil)
+			addSetMu.Unlock()
+			if err != nil {
 				return st, err
 			}
 			old = &setState{elements: map[string]Element{}}

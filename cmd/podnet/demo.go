@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -135,10 +137,87 @@ func runDemo(ctx context.Context, cfg lab.Config, keep bool) (err error) {
 		return fmt.Errorf("%d probes failed", failures)
 	}
 	fmt.Printf("\nevery pod reached every other pod by its IP, on its node and across nodes, and each server saw the client's own pod IP.\n")
+	if err := demoService(ctx, cl, exe, cfg, pods); err != nil {
+		return err
+	}
 	if keep {
 		fmt.Printf("the lab is kept: try `podnet get pods -A -o wide --lab %s`, `podnet exec --lab %s -n demo client -- ip route`; remove it with `podnet lab down --name %s`\n", cfg.Name, cfg.Name, cfg.Name)
 	}
 	return nil
+}
+
+// demoService reaches the Service web through its ClusterIP from the client pod and through its
+// LoadBalancer IP from the lab's external client, and shows which pods answered.
+func demoService(ctx context.Context, cl *lab.Client, exe string, cfg lab.Config, pods []demoPod) error {
+	var list struct{ Items []corev1.Service }
+	if err := cl.Do(ctx, "GET", "/v1/get", url.Values{"kind": {"Service"}, "namespace": {"demo"}}, nil, &list); err != nil {
+		return err
+	}
+	if len(list.Items) == 0 {
+		return fmt.Errorf("the demo Service is missing")
+	}
+	svc := list.Items[0]
+	lbIP := ""
+	if len(svc.Status.LoadBalancer.Ingress) > 0 {
+		lbIP = svc.Status.LoadBalancer.Ingress[0].IP
+	}
+	clientIP, clientNetns := "", ""
+	for _, p := range pods {
+		if p.name == "client" {
+			clientIP, clientNetns = p.ip, p.netns
+		}
+	}
+	fmt.Printf("\n==> Service demo/web: ClusterIP %s, LoadBalancer %s; 6 new connections each\n", svc.Spec.ClusterIP, lbIP)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "FROM\tTO\tANSWERED BY\tSOURCE IP SEEN")
+	type row struct{ from, netns, proto, addr, want string }
+	rows := []row{
+		{"client", clientNetns, "tcp", net.JoinHostPort(svc.Spec.ClusterIP, "80"), clientIP},
+		{"client", clientNetns, "udp", net.JoinHostPort(svc.Spec.ClusterIP, "53"), clientIP},
+	}
+	if lbIP != "" {
+		ext := lab.ExternalAddress(mustParseCIDR(cfg.UnderlayCIDR)).IP.String()
+		rows = append(rows, row{"external " + ext, lab.ExternalNetns(cfg.Name), "tcp", net.JoinHostPort(lbIP, "80"), ""})
+	}
+	failures := 0
+	for _, r := range rows {
+		count := map[string]int{}
+		seen := map[string]bool{}
+		for i := 0; i < 6; i++ {
+			rep, err := probeFrom(ctx, exe, r.netns, r.proto, r.addr)
+			if err != nil {
+				failures++
+				count["FAIL"]++
+				continue
+			}
+			count[rep.Pod]++
+			seen[rep.ClientIP] = true
+		}
+		var by, ips []string
+		for p, n := range count {
+			by = append(by, fmt.Sprintf("%s ×%d", p, n))
+		}
+		for ip := range seen {
+			ips = append(ips, ip)
+		}
+		sort.Strings(by)
+		sort.Strings(ips)
+		fmt.Fprintf(w, "%s\t%s/%s\t%s\t%s\n", r.from, r.addr, r.proto, strings.Join(by, ", "), strings.Join(ips, ","))
+	}
+	w.Flush()
+	if failures > 0 {
+		return fmt.Errorf("%d Service probes failed", failures)
+	}
+	fmt.Printf("\nthe Service spread new connections over its pods on both nodes; see the node's table with `podnet proxy show --node node-1 --lab %s`.\n", cfg.Name)
+	return nil
+}
+
+func mustParseCIDR(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
 }
 
 // probeFrom runs `podnet probe` inside a pod's namespace and decodes the server's reply.

@@ -107,19 +107,14 @@ func (a *Agent) ensureBridge() (netlink.Link, error) {
 		// lowest MAC of its ports and changes it as pods come and go.
 		gw := gateway(a.local.PodCIDR).IP.To4()
 		mac := net.HardwareAddr{0x0a, 0x58, gw[0], gw[1], gw[2], gw[3]}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: a.cfg.Bridge, MTU: a.info.MTU, HardwareAddr: mac}}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: a.cfg.Bridge, HardwareAddr: mac}}
 		if err := a.nl.LinkAdd(br); err != nil && !os.IsExist(err) {
 			return nil, err
 		}
 		a.writes.Add(1)
 		link, err = a.nl.LinkByName(a.cfg.Bridge)
-		if err == nil {
-			// Setting the MTU once more marks it as chosen by the user: otherwise the bridge
-			// auto-adjusts it to 1500 when its last port leaves, and the agent must rewrite it.
-			if err := a.nl.LinkSetMTU(link, a.info.MTU); err != nil {
-				return nil, err
-			}
-		}
+		// The MTU is set after creation, not in it: only a change marks it as chosen by the
+		// user, and otherwise the bridge resets it to 1500 whenever its last port leaves.
 	}
 	if err != nil {
 		return nil, err

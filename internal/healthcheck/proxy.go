@@ -2,7 +2,6 @@ package healthcheck
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/podnet/podnet/internal/serve"
 )
 
 // ToBeDeletedTaint is the taint the Cluster Autoscaler puts on a node it is about to delete; a node
@@ -169,26 +170,5 @@ func (hs *ProxyHealthServer) serve(w http.ResponseWriter, path string, withNode 
 // serveUntil serves h on l until ctx is done (then shuts down, letting requests in flight finish
 // for a few seconds, and returns nil) or serving fails.
 func serveUntil(ctx context.Context, l net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		select {
-		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(sctx); err != nil {
-				_ = srv.Close()
-			}
-		case <-stop:
-		}
-	}()
-	err := srv.Serve(l)
-	close(stop)
-	<-stopped
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return serve.HTTP(ctx, l, h)
 }

@@ -206,10 +206,8 @@ func (k *Kernel) ApplyDelta(d Delta) (ApplyStats, error) {
 			for _, e := range o.del {
 				els = append(els, nftElement(def, e))
 			}
-			for i := 0; i < len(els); i += chunk {
-				if err := c.SetDeleteElements(ns, els[i:min(i+chunk, len(els))]); err != nil {
-					return st, err
-				}
+			if err := k.queueElements(ns, els, true); err != nil {
+				return st, err
 			}
 			st.ElementsRemoved += len(els)
 		}
@@ -222,10 +220,8 @@ func (k *Kernel) ApplyDelta(d Delta) (ApplyStats, error) {
 			for _, e := range o.add {
 				els = append(els, nftElement(def, e))
 			}
-			for i := 0; i < len(els); i += chunk {
-				if err := c.SetAddElements(ns, els[i:min(i+chunk, len(els))]); err != nil {
-					return st, err
-				}
+			if err := k.queueElements(ns, els, false); err != nil {
+				return st, err
 			}
 			st.ElementsAdded += len(els)
 		}

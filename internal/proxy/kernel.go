@@ -305,6 +305,24 @@ var addSetMu sync.Mutex
 
 const chunk = 1000 // elements per netlink message (an attribute is at most 64 KiB)
 
+// queueElements adds element additions or deletions to the pending transaction, in messages
+// small enough for netlink.
+func (k *Kernel) queueElements(s *nftables.Set, els []nftables.SetElement, del bool) error {
+	for i := 0; i < len(els); i += chunk {
+		part := els[i:min(i+chunk, len(els))]
+		var err error
+		if del {
+			err = k.conn.SetDeleteElements(s, part)
+		} else {
+			err = k.conn.SetAddElements(s, part)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Apply makes the table match rs in one transaction and remembers the result.
 func (k *Kernel) Apply(rs *Ruleset) (ApplyStats, error) {
 	var st ApplyStats
@@ -393,15 +411,11 @@ func (k *Kernel) Apply(rs *Ruleset) (ApplyStats, error) {
 		sortElems(add)
 		st.ElementsRemoved += len(del)
 		st.ElementsAdded += len(add)
-		for i := 0; i < len(del); i += chunk {
-			if err := c.SetDeleteElements(ns, del[i:min(i+chunk, len(del))]); err != nil {
-				return st, err
-			}
+		if err := k.queueElements(ns, del, true); err != nil {
+			return st, err
 		}
-		for i := 0; i < len(add); i += chunk {
-			if err := c.SetAddElements(ns, add[i:min(i+chunk, len(add))]); err != nil {
-				return st, err
-			}
+		if err := k.queueElements(ns, add, false); err != nil {
+			return st, err
 		}
 	}
 	// 3. rules of chains that are new or differ
@@ -508,10 +522,8 @@ func (k *Kernel) ForgetAffinity(entries []AffinityEntry) error {
 	for _, e := range entries {
 		els = append(els, nftables.SetElement{Key: e.Key})
 	}
-	for i := 0; i < len(els); i += chunk {
-		if err := k.conn.SetDeleteElements(s, els[i:min(i+chunk, len(els))]); err != nil {
-			return err
-		}
+	if err := k.queueElements(s, els, true); err != nil {
+		return err
 	}
 	if err := k.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err

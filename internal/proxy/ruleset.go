@@ -170,14 +170,8 @@ func (r *Ruleset) Chain(name string) *Chain {
 // Key encoding: every field is padded to 4 bytes, addresses and ports in network order, the
 // slot (numgen's output) in host order.
 
-func field(b *bytes.Buffer, v []byte) {
-	b.Write(v)
-	for i := len(v); i%4 != 0; i++ {
-		b.WriteByte(0)
-	}
-}
-
 func addrBytes(a netip.Addr) []byte { x := a.As4(); return x[:] }
+
 
 func portBytes(p uint16) []byte { return []byte{byte(p >> 8), byte(p)} }
 

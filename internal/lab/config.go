@@ -201,6 +201,9 @@ func (p Paths) PIDFile() string  { return filepath.Join(p.Dir, "daemon.pid") }
 func (p Paths) Log() string      { return filepath.Join(p.Dir, "daemon.log") }
 func (p Paths) CNICache() string { return filepath.Join(p.Dir, "cni-cache") }
 
+// APISocket is where the lab serves its read-only Kubernetes API (see RestConfig).
+func (p Paths) APISocket() string { return filepath.Join(p.Dir, "api.sock") }
+
 // NodeDir holds one node's IPAM state and CNI configuration.
 func (p Paths) NodeDir(node string) string { return filepath.Join(p.Dir, "nodes", node) }
 

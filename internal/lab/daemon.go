@@ -105,6 +105,11 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	defer d.store.Close()
 	d.client = d.store.Client()
+	kubeAPI, err := StartKubeAPI(d.store, d.paths.APISocket(), d.log)
+	if err != nil {
+		return err
+	}
+	defer kubeAPI.Close()
 	if err := os.WriteFile(d.paths.PIDFile(), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
 	}
@@ -175,6 +180,9 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer srv.Close()
+	if err := d.ensureClusterDNS(ctx); err != nil {
+		return fmt.Errorf("cluster DNS: %w", err)
+	}
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()

@@ -23,7 +23,7 @@ test:
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-		iproute2 util-linux containernetworking-plugins iperf3 nftables
+		iproute2 util-linux containernetworking-plugins iperf3 nftables bind9-dnsutils
 	$(GO) mod download
 
 bench: build

@@ -172,7 +172,6 @@ func (r *Ruleset) Chain(name string) *Chain {
 
 func addrBytes(a netip.Addr) []byte { x := a.As4(); return x[:] }
 
-
 func portBytes(p uint16) []byte { return []byte{byte(p >> 8), byte(p)} }
 
 func hostU32(v uint32) []byte { b := make([]byte, 4); binary.NativeEndian.PutUint32(b, v); return b }

@@ -76,7 +76,7 @@ func TestLab(t *testing.T) {
 				t.Errorf("apply %q: err=%v stderr=%q, want an error mentioning %q", tc.yaml, err, stderr, tc.want)
 			}
 		}
-		if out := mustPodnet(t, "get", "pods", "--lab", lab, "-A"); !strings.Contains(out, "No resources") {
+		if out := mustPodnet(t, "get", "pods", "--lab", lab, "-n", "default"); !strings.Contains(out, "No resources") {
 			t.Errorf("a failed apply left objects:\n%s", out)
 		}
 	})

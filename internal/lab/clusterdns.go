@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // ClusterDNSName is the Deployment that serves cluster DNS in kube-system; its Service is
@@ -54,8 +55,9 @@ spec:
 `, ClusterDNSName, q(d.selfExe), q(d.paths.APISocket()), q(d.cfg.Domain), d.dnsIP())
 }
 
-// ensureClusterDNS applies the cluster DNS objects through the same path as `podnet apply`
-// (idempotent: a restarted daemon changes nothing unless the podnet binary moved).
+// ensureClusterDNS applies the cluster DNS objects through the same path as `podnet apply --wait`
+// (idempotent: a restarted daemon changes nothing unless the podnet binary moved), so a lab is up
+// only once its DNS answers.
 func (d *Daemon) ensureClusterDNS(ctx context.Context) error {
 	if d.selfExe == "" {
 		return nil
@@ -64,6 +66,11 @@ func (d *Daemon) ensureClusterDNS(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster DNS manifest: %w", err)
 	}
-	_, err = d.apply(ctx, objs)
-	return err
+	res, err := d.apply(ctx, objs)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return d.waitApplied(wctx, res)
 }

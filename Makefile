@@ -30,6 +30,7 @@ bench: build
 	$(GO) test -run XXX -bench . -benchtime 1x -v ./bench/cni/
 	$(GO) run ./bench/throughput
 	$(GO) run ./bench/services
+	$(GO) run ./bench/dns
 
 clean:
 	rm -rf $(BIN)

@@ -51,7 +51,7 @@ func newApplyCmd() *cobra.Command {
 	var timeout time.Duration
 	c := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
-		Short: "Create or update objects from Kubernetes YAML (Namespace, Pod, Deployment, Service, NetworkPolicy)",
+		Short: "Create or update objects from Kubernetes YAML (Namespace, Pod, Deployment, StatefulSet, Service, NetworkPolicy)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			objs, err := readManifests(files)
@@ -143,7 +143,7 @@ func newGetCmd() *cobra.Command {
 	var all bool
 	c := &cobra.Command{
 		Use:   "get KIND [NAME]",
-		Short: "List objects: nodes, pods, services, endpointslices, networkpolicies, namespaces, deployments",
+		Short: "List objects: nodes, pods, services, endpointslices, networkpolicies, namespaces, deployments, statefulsets",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := lab.ResolveKind(args[0])

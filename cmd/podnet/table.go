@@ -199,6 +199,19 @@ func printTable(w io.Writer, kind string, raw []byte, wide, allNS bool) error {
 			}
 			row(d.Namespace, d.Name, fmt.Sprintf("%d/%d", d.Status.ReadyReplicas, want), fmt.Sprint(d.Status.UpdatedReplicas), fmt.Sprint(d.Status.AvailableReplicas), age(d.CreationTimestamp))
 		}
+	case "StatefulSet":
+		header("NAME", "READY", "AGE")
+		for _, it := range list.Items {
+			var s appsv1.StatefulSet
+			if err := json.Unmarshal(it, &s); err != nil {
+				return err
+			}
+			want := int32(1)
+			if s.Spec.Replicas != nil {
+				want = *s.Spec.Replicas
+			}
+			row(s.Namespace, s.Name, fmt.Sprintf("%d/%d", s.Status.ReadyReplicas, want), age(s.CreationTimestamp))
+		}
 	default:
 		return fmt.Errorf("no table format for %s; use -o yaml", kind)
 	}

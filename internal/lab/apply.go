@@ -28,17 +28,18 @@ import (
 // Result reports what an apply or delete did, one kubectl-style line per object.
 type Result struct {
 	Lines []string `json:"lines"`
-	Pods  []Key    `json:"pods,omitempty"`        // pods created or kept, to wait for
-	Deps  []Key    `json:"deployments,omitempty"` // deployments applied, to wait for
-	Gone  []Key    `json:"gone,omitempty"`        // pods being deleted, to wait for
-	Svcs  []Key    `json:"services,omitempty"`    // services applied or deleted, to wait for
+	Pods  []Key    `json:"pods,omitempty"`         // pods created or kept, to wait for
+	Deps  []Key    `json:"deployments,omitempty"`  // deployments applied, to wait for
+	Sets  []Key    `json:"statefulsets,omitempty"` // statefulsets applied, to wait for
+	Gone  []Key    `json:"gone,omitempty"`         // pods being deleted, to wait for
+	Svcs  []Key    `json:"services,omitempty"`     // services applied or deleted, to wait for
 }
 
 // namespaces lists every namespace the result touched.
 func (r *Result) namespaces() []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, ks := range [][]Key{r.Pods, r.Deps, r.Gone, r.Svcs} {
+	for _, ks := range [][]Key{r.Pods, r.Deps, r.Sets, r.Gone, r.Svcs} {
 		for _, k := range ks {
 			if !seen[k.Namespace] {
 				seen[k.Namespace] = true
@@ -70,7 +71,7 @@ func decodeRequest(body []byte, source string) ([]runtime.Object, error) {
 }
 
 // kindOrder is the order objects are created in, so that what others depend on comes first.
-var kindOrder = map[string]int{"Namespace": 0, "NetworkPolicy": 1, "Service": 2, "Deployment": 3, "Pod": 4}
+var kindOrder = map[string]int{"Namespace": 0, "NetworkPolicy": 1, "Service": 2, "Deployment": 3, "StatefulSet": 3, "Pod": 4}
 
 // apply creates or updates every object, all or nothing: everything is checked before anything
 // is written, including what admission allocates for Services (ClusterIPs, NodePorts).
@@ -119,6 +120,13 @@ func (d *Daemon) apply(ctx context.Context, objs []runtime.Object) (*Result, err
 				}
 			}
 		}
+		if set, ok := o.(*appsv1.StatefulSet); ok {
+			if cur, err := d.client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{}); err == nil {
+				if err := statefulSetUpdatable(cur, set); err != nil {
+					return nil, fmt.Errorf("StatefulSet %s/%s: %w", ns, name, err)
+				}
+			}
+		}
 		if svc, ok := o.(*corev1.Service); ok {
 			var cur *corev1.Service
 			for i := range svcs.Items {
@@ -145,6 +153,8 @@ func (d *Daemon) apply(ctx context.Context, objs []runtime.Object) (*Result, err
 			res.Pods = append(res.Pods, Key{Namespace: ns, Name: name})
 		case *appsv1.Deployment:
 			res.Deps = append(res.Deps, Key{Namespace: ns, Name: name})
+		case *appsv1.StatefulSet:
+			res.Sets = append(res.Sets, Key{Namespace: ns, Name: name})
 		case *corev1.Service:
 			res.Svcs = append(res.Svcs, Key{Namespace: ns, Name: name})
 		}
@@ -220,6 +230,8 @@ func (d *Daemon) applyOne(ctx context.Context, o runtime.Object) (string, error)
 		cur.Generation++
 		_, err = c.AppsV1().Deployments(obj.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 		return "deployment.apps/" + obj.Name + " configured", err
+	case *appsv1.StatefulSet:
+		return applyStatefulSet(ctx, c, obj)
 	case *corev1.Service:
 		// Admission (apply's checks) has allocated the ClusterIP and NodePorts already; the
 		// status is the load-balancer controller's.
@@ -435,6 +447,26 @@ func (d *Daemon) appliedState(ctx context.Context, res *Result) (int64, string, 
 			return 0, fmt.Sprintf("deployment %s/%s to have %d pods (has %d)", k.Namespace, k.Name, want, n), nil
 		}
 	}
+	for _, k := range res.Sets {
+		set, err := d.client.AppsV1().StatefulSets(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
+		if err != nil {
+			return 0, "", err
+		}
+		pods, err := d.client.CoreV1().Pods(k.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return 0, "", err
+		}
+		ps := make([]*corev1.Pod, len(pods.Items))
+		for i := range pods.Items {
+			ps[i] = &pods.Items[i]
+			if ref := metav1.GetControllerOf(ps[i]); ref != nil && ref.UID == set.UID {
+				target = max(target, RVOf(ps[i]))
+			}
+		}
+		if s := stsPending(set, ps); s != "" {
+			return 0, s, nil
+		}
+	}
 	return target, "", nil
 }
 
@@ -444,8 +476,10 @@ func (d *Daemon) appliedState(ctx context.Context, res *Result) (int64, string, 
 func (d *Daemon) waitDeleted(ctx context.Context, res *Result) error {
 	for _, k := range res.Gone {
 		for {
-			_, err := d.client.CoreV1().Pods(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
+			p, err := d.client.CoreV1().Pods(k.Namespace).Get(ctx, k.Name, metav1.GetOptions{})
+			// A pod of the name that is not being deleted is a new one (a StatefulSet's
+			// replacement): the deleted one is gone.
+			if apierrors.IsNotFound(err) || (err == nil && p.DeletionTimestamp == nil) {
 				break
 			}
 			select {
@@ -481,6 +515,7 @@ var kindAliases = map[string]string{
 	"networkpolicy": "NetworkPolicy", "networkpolicies": "NetworkPolicy", "netpol": "NetworkPolicy",
 	"namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
 	"deployment": "Deployment", "deployments": "Deployment", "deploy": "Deployment",
+	"statefulset": "StatefulSet", "statefulsets": "StatefulSet", "sts": "StatefulSet",
 }
 
 // ResolveKind turns a user's word for a kind into the kind, or a clear error.
@@ -488,7 +523,7 @@ func ResolveKind(s string) (string, error) {
 	if k, ok := kindAliases[strings.ToLower(s)]; ok {
 		return k, nil
 	}
-	return "", fmt.Errorf("unknown resource type %q (known: nodes, pods, services, endpointslices, networkpolicies, namespaces, deployments)", s)
+	return "", fmt.Errorf("unknown resource type %q (known: nodes, pods, services, endpointslices, networkpolicies, namespaces, deployments, statefulsets)", s)
 }
 
 func (d *Daemon) deleteNamed(ctx context.Context, kind, ns, name string) (*Result, error) {
@@ -508,6 +543,8 @@ func (d *Daemon) deleteNamed(ctx context.Context, kind, ns, name string) (*Resul
 		o = &corev1.Service{ObjectMeta: meta}
 	case "Deployment":
 		o = &appsv1.Deployment{ObjectMeta: meta}
+	case "StatefulSet":
+		o = &appsv1.StatefulSet{ObjectMeta: meta}
 	case "NetworkPolicy":
 		o = &networkingv1.NetworkPolicy{ObjectMeta: meta}
 	case "Namespace":
@@ -559,6 +596,11 @@ func (d *Daemon) deleteObjects(ctx context.Context, objs []runtime.Object) (*Res
 					}
 				}
 			}
+		case *appsv1.StatefulSet:
+			label = "statefulset.apps/" + name
+			var gone []Key
+			gone, err = deleteStatefulSet(ctx, c, ns, name)
+			res.Gone = append(res.Gone, gone...)
 		case *corev1.Namespace:
 			label = "namespace/" + name
 			if name == "default" || strings.HasPrefix(name, "kube-") {
@@ -616,6 +658,10 @@ func (d *Daemon) deleteNamespaceContents(ctx context.Context, ns string) ([]Key,
 	for _, dep := range deps.Items {
 		_ = c.AppsV1().Deployments(ns).Delete(ctx, dep.Name, metav1.DeleteOptions{})
 	}
+	sets, _ := c.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
+	for _, s := range sets.Items {
+		_ = c.AppsV1().StatefulSets(ns).Delete(ctx, s.Name, metav1.DeleteOptions{})
+	}
 	pods, _ := c.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 	for _, p := range pods.Items {
 		if err := deletePod(ctx, c, ns, p.Name); err != nil && !apierrors.IsNotFound(err) {
@@ -659,6 +705,8 @@ func (d *Daemon) get(ctx context.Context, kind, ns, name string) (runtime.Object
 		list, err = c.NetworkingV1().NetworkPolicies(ns).List(ctx, opts)
 	case "Deployment":
 		list, err = c.AppsV1().Deployments(ns).List(ctx, opts)
+	case "StatefulSet":
+		list, err = c.AppsV1().StatefulSets(ns).List(ctx, opts)
 	}
 	if err != nil {
 		return nil, err
@@ -668,7 +716,7 @@ func (d *Daemon) get(ctx context.Context, kind, ns, name string) (runtime.Object
 		return nil, err
 	}
 	out := &metav1.List{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "List"}}
-	gv := map[string]string{"Deployment": "apps/v1", "EndpointSlice": "discovery.k8s.io/v1", "NetworkPolicy": "networking.k8s.io/v1"}[k]
+	gv := map[string]string{"Deployment": "apps/v1", "StatefulSet": "apps/v1", "EndpointSlice": "discovery.k8s.io/v1", "NetworkPolicy": "networking.k8s.io/v1"}[k]
 	if gv == "" {
 		gv = "v1"
 	}

@@ -34,6 +34,7 @@ type controllers struct {
 	assumed     map[string]string                            // pod UID → node, bound but maybe not yet in the lister
 	created     map[string]time.Time                         // pods a Deployment created, until the lister shows them
 	log         *slog.Logger
+	sts         *statefulSetController
 }
 
 func newControllers(d *Daemon) *controllers {
@@ -45,6 +46,10 @@ func (c *controllers) register(f informers.SharedInformerFactory) error {
 	c.pods = f.Core().V1().Pods().Lister()
 	c.nodes = f.Core().V1().Nodes().Lister()
 	c.deployments = f.Apps().V1().Deployments().Lister()
+	c.sts = newStatefulSetController(c.d)
+	if err := c.sts.register(f); err != nil {
+		return err
+	}
 	podHandler := func(o interface{}) {
 		if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
 			o = d.Obj
@@ -81,6 +86,7 @@ func (c *controllers) register(f informers.SharedInformerFactory) error {
 
 func (c *controllers) run(ctx context.Context) {
 	defer c.queue.ShutDown()
+	go c.sts.run(ctx)
 	go func() {
 		for {
 			key, quit := c.queue.Get()

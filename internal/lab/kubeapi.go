@@ -149,6 +149,8 @@ var kapiResources = func() []*kapiResource {
 			newObj: func() kruntime.Object { return &networkingv1.NetworkPolicy{} }},
 		{gvr: apps.WithResource("deployments"), kind: "Deployment", singular: "deployment", shortNames: []string{"deploy"}, namespaced: true,
 			newObj: func() kruntime.Object { return &appsv1.Deployment{} }},
+		{gvr: apps.WithResource("statefulsets"), kind: "StatefulSet", singular: "statefulset", shortNames: []string{"sts"}, namespaced: true,
+			newObj: func() kruntime.Object { return &appsv1.StatefulSet{} }},
 	}
 	for _, r := range rs {
 		r.fieldNames = map[string]bool{}

@@ -59,6 +59,7 @@ var storedKinds = []storedKind{
 	{corev1.SchemeGroupVersion.WithResource("services"), corev1.SchemeGroupVersion.WithKind("Service")},
 	{corev1.SchemeGroupVersion.WithResource("pods"), corev1.SchemeGroupVersion.WithKind("Pod")},
 	{appsv1.SchemeGroupVersion.WithResource("deployments"), appsv1.SchemeGroupVersion.WithKind("Deployment")},
+	{appsv1.SchemeGroupVersion.WithResource("statefulsets"), appsv1.SchemeGroupVersion.WithKind("StatefulSet")},
 	{discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice")},
 	{networkingv1.SchemeGroupVersion.WithResource("networkpolicies"), networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy")},
 }
@@ -147,7 +148,7 @@ func (s *Store) react(action k8stesting.Action) (bool, runtime.Object, error) {
 	return handled, ret, err
 }
 
-// splitStatus gives Pods, Services and Deployments kube-apiserver's status subresource: an update
+// splitStatus gives Pods, Services, Deployments and StatefulSets kube-apiserver's status subresource: an update
 // of the object keeps the stored status, and an update of its status (UpdateStatus) changes only
 // the status. Without it a writer holding an older copy would undo another's change: a kubelet's
 // status write a deletion timestamp, a controller's status write a new spec, apply a load-balancer
@@ -181,6 +182,14 @@ func (s *Store) splitStatus(a k8stesting.UpdateAction) {
 		}
 	case *appsv1.Deployment:
 		if cur, ok := stored.(*appsv1.Deployment); ok {
+			if status {
+				o.ObjectMeta, o.Spec = *cur.ObjectMeta.DeepCopy(), *cur.Spec.DeepCopy()
+			} else {
+				o.Status = *cur.Status.DeepCopy()
+			}
+		}
+	case *appsv1.StatefulSet:
+		if cur, ok := stored.(*appsv1.StatefulSet); ok {
 			if status {
 				o.ObjectMeta, o.Spec = *cur.ObjectMeta.DeepCopy(), *cur.Spec.DeepCopy()
 			} else {
@@ -323,6 +332,8 @@ func newObject(gvk schema.GroupVersionKind) (runtime.Object, error) {
 		return &corev1.Pod{}, nil
 	case "Deployment":
 		return &appsv1.Deployment{}, nil
+	case "StatefulSet":
+		return &appsv1.StatefulSet{}, nil
 	case "EndpointSlice":
 		return &discoveryv1.EndpointSlice{}, nil
 	case "NetworkPolicy":

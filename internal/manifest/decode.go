@@ -26,7 +26,7 @@ const StdinSource = "<stdin>"
 
 // Document is one object decoded from a manifest, with where it came from.
 type Document struct {
-	// Object is a *corev1.Namespace, *corev1.Pod, *appsv1.Deployment, *corev1.Service
+	// Object is a *corev1.Namespace, *corev1.Pod, *appsv1.Deployment, *appsv1.StatefulSet, *corev1.Service
 	// or *networkingv1.NetworkPolicy with apiVersion and kind set.
 	Object runtime.Object
 	// Source is the file the object came from, or "<stdin>".

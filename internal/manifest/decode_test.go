@@ -224,7 +224,7 @@ func TestDecode(t *testing.T) {
 			name:    "unknown kind lists supported kinds",
 			source:  "x.yaml",
 			input:   podYAML + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\n",
-			wantErr: []string{`x.yaml:12: document 2 (ConfigMap "cfg"): unsupported kind "ConfigMap" (apiVersion "v1"); supported kinds: Namespace (v1), Pod (v1), Deployment (apps/v1), Service (v1), NetworkPolicy (networking.k8s.io/v1), and List (v1) of these`},
+			wantErr: []string{`x.yaml:12: document 2 (ConfigMap "cfg"): unsupported kind "ConfigMap" (apiVersion "v1"); supported kinds: Namespace (v1), Pod (v1), Deployment (apps/v1), StatefulSet (apps/v1), Service (v1), NetworkPolicy (networking.k8s.io/v1), and List (v1) of these`},
 		},
 		{
 			name:    "known kind, wrong apiVersion",

@@ -27,6 +27,9 @@ const NamespaceNameLabel = "kubernetes.io/metadata.name"
 //     hostPort = containerPort with hostNetwork
 //   - Deployment: replicas 1, strategy RollingUpdate 25%/25%, revisionHistoryLimit 10,
 //     progressDeadlineSeconds 600
+//   - StatefulSet: replicas 1, podManagementPolicy OrderedReady, updateStrategy
+//     RollingUpdate with partition 0, revisionHistoryLimit 10,
+//     persistentVolumeClaimRetentionPolicy Retain/Retain
 //   - Service: type ClusterIP, port protocol TCP, targetPort = port, sessionAffinity
 //     None; unless ExternalName: internalTrafficPolicy Cluster, ipFamilyPolicy
 //     SingleStack, ipFamilies [IPv4]; NodePort/LoadBalancer: externalTrafficPolicy
@@ -52,6 +55,9 @@ func Default(obj runtime.Object) {
 	case *appsv1.Deployment:
 		defaultNamespace(&o.ObjectMeta)
 		defaultDeploymentSpec(&o.Spec)
+	case *appsv1.StatefulSet:
+		defaultNamespace(&o.ObjectMeta)
+		defaultStatefulSetSpec(&o.Spec)
 	case *corev1.Service:
 		defaultNamespace(&o.ObjectMeta)
 		defaultServiceSpec(&o.Spec)
@@ -115,6 +121,39 @@ func defaultDeploymentSpec(spec *appsv1.DeploymentSpec) {
 	}
 	if spec.ProgressDeadlineSeconds == nil {
 		spec.ProgressDeadlineSeconds = ptr(int32(600))
+	}
+	defaultPodSpec(&spec.Template.Spec)
+}
+
+func defaultStatefulSetSpec(spec *appsv1.StatefulSetSpec) {
+	if spec.Replicas == nil {
+		spec.Replicas = ptr(int32(1))
+	}
+	if spec.PodManagementPolicy == "" {
+		spec.PodManagementPolicy = appsv1.OrderedReadyPodManagement
+	}
+	if spec.UpdateStrategy.Type == "" {
+		spec.UpdateStrategy.Type = appsv1.RollingUpdateStatefulSetStrategyType
+	}
+	if spec.UpdateStrategy.Type == appsv1.RollingUpdateStatefulSetStrategyType {
+		if spec.UpdateStrategy.RollingUpdate == nil {
+			spec.UpdateStrategy.RollingUpdate = &appsv1.RollingUpdateStatefulSetStrategy{}
+		}
+		if spec.UpdateStrategy.RollingUpdate.Partition == nil {
+			spec.UpdateStrategy.RollingUpdate.Partition = ptr(int32(0))
+		}
+	}
+	if spec.RevisionHistoryLimit == nil {
+		spec.RevisionHistoryLimit = ptr(int32(10))
+	}
+	if spec.PersistentVolumeClaimRetentionPolicy == nil {
+		spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{}
+	}
+	if spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted == "" {
+		spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	}
+	if spec.PersistentVolumeClaimRetentionPolicy.WhenScaled == "" {
+		spec.PersistentVolumeClaimRetentionPolicy.WhenScaled = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
 	}
 	defaultPodSpec(&spec.Template.Spec)
 }

@@ -1,7 +1,8 @@
 // Package manifest decodes, validates and defaults the Kubernetes objects users apply.
 //
 // `podnet apply -f` reads multi-document YAML or JSON (and `kind: List`) and turns it into
-// typed objects: *corev1.Namespace, *corev1.Pod, *appsv1.Deployment, *corev1.Service and
+// typed objects: *corev1.Namespace, *corev1.Pod, *appsv1.Deployment, *appsv1.StatefulSet,
+// *corev1.Service and
 // *networkingv1.NetworkPolicy. Decoding is strict, as `kubectl apply --validate=strict`:
 // unknown and duplicate fields are errors. Validate checks what kube-apiserver would
 // check for the fields the lab uses, and Default fills in what kube-apiserver would.
@@ -41,6 +42,7 @@ var kinds = []kindInfo{
 	{"v1", "Namespace", false, func() runtime.Object { return &corev1.Namespace{} }},
 	{"v1", "Pod", true, func() runtime.Object { return &corev1.Pod{} }},
 	{"apps/v1", "Deployment", true, func() runtime.Object { return &appsv1.Deployment{} }},
+	{"apps/v1", "StatefulSet", true, func() runtime.Object { return &appsv1.StatefulSet{} }},
 	{"v1", "Service", true, func() runtime.Object { return &corev1.Service{} }},
 	{"networking.k8s.io/v1", "NetworkPolicy", true, func() runtime.Object { return &networkingv1.NetworkPolicy{} }},
 }
@@ -87,6 +89,8 @@ func KindOf(obj runtime.Object) string {
 		return "Pod"
 	case *appsv1.Deployment:
 		return "Deployment"
+	case *appsv1.StatefulSet:
+		return "StatefulSet"
 	case *corev1.Service:
 		return "Service"
 	case *networkingv1.NetworkPolicy:

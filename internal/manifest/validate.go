@@ -66,6 +66,15 @@ func Validate(obj runtime.Object) error {
 	case *appsv1.Deployment:
 		errs = validateMeta(&o.ObjectMeta, true, validation.IsDNS1123Subdomain)
 		errs = append(errs, validateDeploymentSpec(&o.Spec, field.NewPath("spec"))...)
+	case *appsv1.StatefulSet:
+		// Its pods are named <name>-<ordinal> and take that as their hostname, a DNS label.
+		errs = validateMeta(&o.ObjectMeta, true, func(name string) []string {
+			if msgs := validation.IsDNS1123Label(name); len(msgs) > 0 {
+				return append(msgs, "a StatefulSet's pods are named <name>-<ordinal> and take that as their hostname, a DNS label")
+			}
+			return nil
+		})
+		errs = append(errs, validateStatefulSetSpec(&o.Spec, field.NewPath("spec"))...)
 	case *corev1.Service:
 		errs = validateMeta(&o.ObjectMeta, true, validation.IsDNS1035Label)
 		errs = append(errs, validateServiceSpec(&o.Spec, field.NewPath("spec"))...)
@@ -246,12 +255,32 @@ func validateDeploymentSpec(spec *appsv1.DeploymentSpec, p *field.Path) field.Er
 	if spec.Replicas != nil && *spec.Replicas < 0 {
 		errs = append(errs, field.Invalid(p.Child("replicas"), *spec.Replicas, apivalidation.IsNegativeErrorMsg))
 	}
+	errs = append(errs, validateSelectorAndTemplate(spec.Selector, &spec.Template, p, "deployment")...)
+	errs = append(errs, oneOf(p.Child("strategy", "type"), spec.Strategy.Type, true,
+		appsv1.RecreateDeploymentStrategyType, appsv1.RollingUpdateDeploymentStrategyType)...)
+	if spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType && spec.Strategy.RollingUpdate != nil {
+		errs = append(errs, field.Forbidden(p.Child("strategy", "rollingUpdate"), "may not be specified when strategy `type` is 'Recreate'"))
+	}
+	if spec.MinReadySeconds < 0 {
+		errs = append(errs, field.Invalid(p.Child("minReadySeconds"), spec.MinReadySeconds, apivalidation.IsNegativeErrorMsg))
+	}
+	return errs
+}
+
+// validateSelectorAndTemplate checks a workload's selector, that it selects the pod template's
+// labels, and the pod template (whose restartPolicy must be Always), as kube-apiserver does.
+func validateSelectorAndTemplate(selector *metav1.LabelSelector, template *corev1.PodTemplateSpec, p *field.Path, what string) field.ErrorList {
+	var errs field.ErrorList
+	spec := struct {
+		Selector *metav1.LabelSelector
+		Template *corev1.PodTemplateSpec
+	}{selector, template} // so the checks read as they do for a Deployment's spec
 	tp := p.Child("template")
 	switch {
 	case spec.Selector == nil:
 		errs = append(errs, field.Required(p.Child("selector"), ""))
 	case len(spec.Selector.MatchLabels) == 0 && len(spec.Selector.MatchExpressions) == 0:
-		errs = append(errs, field.Invalid(p.Child("selector"), spec.Selector, "empty selector is invalid for deployment"))
+		errs = append(errs, field.Invalid(p.Child("selector"), spec.Selector, "empty selector is invalid for "+what))
 	default:
 		selErrs := metavalidation.ValidateLabelSelector(spec.Selector, metavalidation.LabelSelectorValidationOptions{}, p.Child("selector"))
 		errs = append(errs, selErrs...)
@@ -268,14 +297,70 @@ func validateDeploymentSpec(spec *appsv1.DeploymentSpec, p *field.Path) field.Er
 	errs = append(errs, apivalidation.ValidateAnnotations(spec.Template.Annotations, tp.Child("metadata", "annotations"))...)
 	errs = append(errs, validatePodSpec(&spec.Template.Spec, tp.Child("spec"))...)
 	errs = append(errs, oneOf(tp.Child("spec", "restartPolicy"), spec.Template.Spec.RestartPolicy, true, corev1.RestartPolicyAlways)...)
-	errs = append(errs, oneOf(p.Child("strategy", "type"), spec.Strategy.Type, true,
-		appsv1.RecreateDeploymentStrategyType, appsv1.RollingUpdateDeploymentStrategyType)...)
-	if spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType && spec.Strategy.RollingUpdate != nil {
-		errs = append(errs, field.Forbidden(p.Child("strategy", "rollingUpdate"), "may not be specified when strategy `type` is 'Recreate'"))
+	return errs
+}
+
+func validateStatefulSetSpec(spec *appsv1.StatefulSetSpec, p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if spec.Replicas != nil && *spec.Replicas < 0 {
+		errs = append(errs, field.Invalid(p.Child("replicas"), *spec.Replicas, apivalidation.IsNegativeErrorMsg))
+	}
+	// The pods' subdomain: the headless Service that gives them DNS names.
+	if spec.ServiceName == "" {
+		errs = append(errs, field.Required(p.Child("serviceName"), "the name of the headless Service that governs the pods' DNS names"))
+	} else {
+		errs = append(errs, invalid(p.Child("serviceName"), spec.ServiceName, validation.IsDNS1123Label(spec.ServiceName))...)
+	}
+	errs = append(errs, oneOf(p.Child("podManagementPolicy"), spec.PodManagementPolicy, true,
+		appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement)...)
+	us := p.Child("updateStrategy")
+	errs = append(errs, oneOf(us.Child("type"), spec.UpdateStrategy.Type, true,
+		appsv1.RollingUpdateStatefulSetStrategyType, appsv1.OnDeleteStatefulSetStrategyType)...)
+	if ru := spec.UpdateStrategy.RollingUpdate; ru != nil {
+		if spec.UpdateStrategy.Type == appsv1.OnDeleteStatefulSetStrategyType {
+			errs = append(errs, field.Forbidden(us.Child("rollingUpdate"), "only allowed for updateStrategy 'RollingUpdate'"))
+		}
+		if ru.Partition != nil && *ru.Partition < 0 {
+			errs = append(errs, field.Invalid(us.Child("rollingUpdate", "partition"), *ru.Partition, apivalidation.IsNegativeErrorMsg))
+		}
+		if mu := ru.MaxUnavailable; mu != nil {
+			mp := us.Child("rollingUpdate", "maxUnavailable")
+			switch {
+			case mu.Type == intstr.Int && mu.IntVal < 1:
+				errs = append(errs, field.Invalid(mp, mu.IntVal, "must be greater than 0"))
+			case mu.Type == intstr.String:
+				pct, err := strconv.Atoi(strings.TrimSuffix(mu.StrVal, "%"))
+				if !strings.HasSuffix(mu.StrVal, "%") || err != nil || pct < 1 || pct > 100 {
+					errs = append(errs, field.Invalid(mp, mu.StrVal, "must be an integer greater than 0 or a percentage between 1% and 100%"))
+				}
+			}
+		}
+	}
+	if spec.RevisionHistoryLimit != nil && *spec.RevisionHistoryLimit < 0 {
+		errs = append(errs, field.Invalid(p.Child("revisionHistoryLimit"), *spec.RevisionHistoryLimit, apivalidation.IsNegativeErrorMsg))
 	}
 	if spec.MinReadySeconds < 0 {
 		errs = append(errs, field.Invalid(p.Child("minReadySeconds"), spec.MinReadySeconds, apivalidation.IsNegativeErrorMsg))
 	}
+	if spec.Ordinals != nil && spec.Ordinals.Start < 0 {
+		errs = append(errs, field.Invalid(p.Child("ordinals", "start"), spec.Ordinals.Start, apivalidation.IsNegativeErrorMsg))
+	}
+	if rp := spec.PersistentVolumeClaimRetentionPolicy; rp != nil {
+		rpp := p.Child("persistentVolumeClaimRetentionPolicy")
+		errs = append(errs, oneOf(rpp.Child("whenDeleted"), rp.WhenDeleted, true,
+			appsv1.RetainPersistentVolumeClaimRetentionPolicyType, appsv1.DeletePersistentVolumeClaimRetentionPolicyType)...)
+		errs = append(errs, oneOf(rpp.Child("whenScaled"), rp.WhenScaled, true,
+			appsv1.RetainPersistentVolumeClaimRetentionPolicyType, appsv1.DeletePersistentVolumeClaimRetentionPolicyType)...)
+	}
+	for i, c := range spec.VolumeClaimTemplates {
+		cp := p.Child("volumeClaimTemplates").Index(i)
+		if c.Name == "" {
+			errs = append(errs, field.Required(cp.Child("metadata", "name"), ""))
+		} else {
+			errs = append(errs, invalid(cp.Child("metadata", "name"), c.Name, validation.IsDNS1123Subdomain(c.Name))...)
+		}
+	}
+	errs = append(errs, validateSelectorAndTemplate(spec.Selector, &spec.Template, p, "statefulset")...)
 	return errs
 }
 

@@ -2,12 +2,8 @@ package healthcheck
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -15,37 +11,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/podnet/podnet/internal/netnsutil"
+	"github.com/podnet/podnet/internal/nstest"
 )
 
-// newTestNS creates a uniquely named namespace with 127.0.0.1 on lo up, registers its removal
-// (which runs even when the test fails), and returns its path.
+// newTestNS makes a fresh namespace for the test and returns its path.
 func newTestNS(t *testing.T) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "pntest-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	for _, args := range [][]string{
-		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "addr", "replace", "127.0.0.1/8", "dev", "lo"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	return "/run/netns/" + name
+	_, path := nstest.New(t, "hc")
+	return path
 }
 
 // TestServiceHealthServerInNamespace runs a ServiceHealthServer whose listeners are made in a fresh

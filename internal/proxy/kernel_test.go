@@ -1,9 +1,6 @@
 package proxy
 
 import (
-	"fmt"
-	"math/rand"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,23 +8,16 @@ import (
 	"github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/podnet/podnet/internal/nstest"
 )
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-}
+func needRoot(t *testing.T) { nstest.NeedRoot(t) }
 
 // testNetns makes a uniquely named network namespace removed when the test ends.
 func testNetns(t *testing.T, prefix string) (string, netns.NsHandle) {
 	t.Helper()
-	name := fmt.Sprintf("pnt-%s-%06x", prefix, rand.Intn(1<<24))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	name, _ := nstest.New(t, prefix)
 	h, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatal(err)

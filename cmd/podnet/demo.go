@@ -167,7 +167,13 @@ func demoService(ctx context.Context, cl *lab.Client, exe string, cfg lab.Config
 			clientIP, clientNetns = p.ip, p.netns
 		}
 	}
-	fmt.Printf("\n==> Service demo/web: ClusterIP %s, LoadBalancer %s; 6 new connections each\n", svc.Spec.ClusterIP, lbIP)
+	// cluster DNS: the client's resolver finds the Service through the search path
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", clientNetns, "getent", "hosts", "web").Output()
+	if err != nil || !strings.HasPrefix(string(out), svc.Spec.ClusterIP+" ") {
+		return fmt.Errorf("client: getent hosts web: %q %v (want %s from cluster DNS)", out, err, svc.Spec.ClusterIP)
+	}
+	fmt.Printf("\n==> client: getent hosts web   (cluster DNS, through the search path)\n%s", out)
+	fmt.Printf("\n==> Service demo/web: ClusterIP %s, LoadBalancer %s; 10 new connections each\n", svc.Spec.ClusterIP, lbIP)
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "FROM\tTO\tANSWERED BY\tSOURCE IP SEEN")
 	type row struct{ from, netns, proto, addr, want string }
@@ -183,7 +189,7 @@ func demoService(ctx context.Context, cl *lab.Client, exe string, cfg lab.Config
 	for _, r := range rows {
 		count := map[string]int{}
 		seen := map[string]bool{}
-		for i := 0; i < 6; i++ {
+		for i := 0; i < 10; i++ {
 			rep, err := probeFrom(ctx, exe, r.netns, r.proto, r.addr)
 			if err != nil {
 				failures++
@@ -208,7 +214,7 @@ func demoService(ctx context.Context, cl *lab.Client, exe string, cfg lab.Config
 	if failures > 0 {
 		return fmt.Errorf("%d Service probes failed", failures)
 	}
-	fmt.Printf("\nthe Service spread new connections over its pods on both nodes; see the node's table with `podnet proxy show --node node-1 --lab %s`.\n", cfg.Name)
+	fmt.Printf("\neach new connection went to one of the Service's pods at random; external traffic is masqueraded (policy Cluster).\nsee a node's Service table with `podnet proxy show --node node-1 --lab %s`.\n", cfg.Name)
 	return nil
 }
 

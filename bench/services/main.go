@@ -22,25 +22,21 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 var (
@@ -60,81 +56,17 @@ func main() {
 }
 
 func run() int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "services: must run as root (it creates network namespaces)")
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	e := &env{id: "pnbench-" + randHex(4)}
-	defer e.cleanup()
-	if err := bench(ctx, e); err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "services: interrupted, cleaning up")
-		} else {
-			fmt.Fprintf(os.Stderr, "services: %v\n", err)
-		}
-		return 1
-	}
-	return 0
+	return benchenv.Main("services", func(ctx context.Context, be *benchenv.Env) error { return bench(ctx, &env{be}) })
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+// env is a benchmark run's namespaces and cleanups.
+type env struct{ *benchenv.Env }
 
-// env tracks every namespace and handle the benchmark creates.
-type env struct {
-	id      string
-	mu      sync.Mutex
-	ns      []string
-	closers []func()
-}
+func (e *env) onCleanup(fn func()) { e.OnCleanup(fn) }
 
-// cleanup closes handles (newest first) and deletes every namespace still recorded.
-func (e *env) cleanup() {
-	e.mu.Lock()
-	closers, names := e.closers, e.ns
-	e.closers, e.ns = nil, nil
-	e.mu.Unlock()
-	for i := len(closers) - 1; i >= 0; i-- {
-		closers[i]()
-	}
-	for i := len(names) - 1; i >= 0; i-- {
-		delNS(names[i])
-	}
-}
+func sh(ctx context.Context, args ...string) error { return benchenv.Sh(ctx, args...) }
 
-func delNS(name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "del", name).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "services: cleanup: ip netns del %s: %v: %s\n", name, err, bytes.TrimSpace(out))
-	}
-}
-
-// onCleanup registers fn to run at cleanup (before namespaces are deleted).
-func (e *env) onCleanup(fn func()) {
-	e.mu.Lock()
-	e.closers = append(e.closers, fn)
-	e.mu.Unlock()
-}
-
-func sh(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-func ipn(ctx context.Context, ns string, args ...string) error {
-	return sh(ctx, append([]string{"ip", "-n", ns}, args...)...)
-}
+func ipn(ctx context.Context, ns string, args ...string) error { return benchenv.IPN(ctx, ns, args...) }
 
 func sysctl(ctx context.Context, ns, kv string) error {
 	return sh(ctx, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv)
@@ -143,14 +75,8 @@ func sysctl(ctx context.Context, ns, kv string) error {
 // newNS creates <id>-<suffix> with lo up, records it for cleanup, and opens a handle to it (closed
 // by release or cleanup).
 func (e *env) newNS(ctx context.Context, suffix string) (*nsRef, error) {
-	name := e.id + "-" + suffix
-	if err := sh(ctx, "ip", "netns", "add", name); err != nil {
-		return nil, err
-	}
-	e.mu.Lock()
-	e.ns = append(e.ns, name)
-	e.mu.Unlock()
-	if err := ipn(ctx, name, "link", "set", "lo", "up"); err != nil {
+	name, err := e.NewNS(ctx, suffix)
+	if err != nil {
 		return nil, err
 	}
 	h, err := netns.GetFromName(name)
@@ -176,15 +102,7 @@ func (r *nsRef) closeHandle() { r.once.Do(func() { r.h.Close() }) }
 // release deletes the namespace now (its handle first) instead of at cleanup.
 func (r *nsRef) release() {
 	r.closeHandle()
-	r.e.mu.Lock()
-	for i, n := range r.e.ns {
-		if n == r.name {
-			r.e.ns = append(r.e.ns[:i], r.e.ns[i+1:]...)
-			break
-		}
-	}
-	r.e.mu.Unlock()
-	delNS(r.name)
+	r.e.Release(r.name)
 }
 
 func (r *nsRef) netlink() (*netlink.Handle, error) {
@@ -270,7 +188,7 @@ func bench(ctx context.Context, e *env) error {
 		sizes = append(sizes, n)
 	}
 	loaded := *flagLoaded
-	fmt.Printf("podnet Service proxy benchmark: kernel %s, %d CPUs, namespaces %s-*\n", kernelRelease(), runtime.NumCPU(), e.id)
+	fmt.Printf("podnet Service proxy benchmark: kernel %s, %d CPUs, namespaces %s-*\n", kernelRelease(), runtime.NumCPU(), e.ID)
 	t := &table{}
 
 	// 1. Full sync.

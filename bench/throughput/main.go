@@ -18,24 +18,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/podnet/podnet/bench/internal/benchenv"
 	"github.com/podnet/podnet/internal/routing"
 )
 
@@ -52,88 +48,23 @@ func main() {
 }
 
 func run() int {
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "throughput: must run as root (it creates network namespaces)")
-		return 2
-	}
-	if _, err := os.Stat(*flagIperf); err != nil {
+	if _, err := os.Stat(*flagIperf); err != nil && os.Geteuid() == 0 {
 		fmt.Fprintf(os.Stderr, "throughput: iperf3: %v\n", err)
 		return 2
 	}
-	// Signals cancel the context; everything started with it dies, then cleanup runs. The
-	// handler stays installed until cleanup is done so a second Ctrl-C cannot cut it short.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	e := &env{id: "pnbench-" + randHex(4)}
-	defer e.cleanup()
-	if err := bench(ctx, e); err != nil {
-		if ctx.Err() != nil {
-			fmt.Fprintln(os.Stderr, "throughput: interrupted, cleaning up")
-		} else {
-			fmt.Fprintf(os.Stderr, "throughput: %v\n", err)
-		}
-		return 1
-	}
-	return 0
+	return benchenv.Main("throughput", func(ctx context.Context, be *benchenv.Env) error { return bench(ctx, &env{be}) })
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
+// env is a benchmark run's namespaces and handles.
+type env struct{ *benchenv.Env }
 
-// env tracks every namespace and netlink handle the benchmark creates.
-type env struct {
-	id      string
-	mu      sync.Mutex
-	ns      []string
-	handles []*netlink.Handle
-}
-
-func (e *env) cleanup() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, h := range e.handles {
-		h.Close()
-	}
-	for i := len(e.ns) - 1; i >= 0; i-- {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := exec.CommandContext(ctx, "ip", "netns", "del", e.ns[i]).CombinedOutput()
-		cancel()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "throughput: cleanup: ip netns del %s: %v: %s\n", e.ns[i], err, bytes.TrimSpace(out))
-		}
-	}
-	e.ns = nil
-}
-
-func sh(ctx context.Context, args ...string) error {
-	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-// newNS creates a namespace named <id>-<suffix> with lo up and records it for cleanup.
-func (e *env) newNS(ctx context.Context, suffix string) (string, error) {
-	name := e.id + "-" + suffix
-	if err := sh(ctx, "ip", "netns", "add", name); err != nil {
-		return "", err
-	}
-	e.mu.Lock()
-	e.ns = append(e.ns, name)
-	e.mu.Unlock()
-	return name, sh(ctx, "ip", "-n", name, "link", "set", "lo", "up")
-}
+func sh(ctx context.Context, args ...string) error { return benchenv.Sh(ctx, args...) }
 
 // ipn runs `ip -n ns args...`.
-func ipn(ctx context.Context, ns string, args ...string) error {
-	return sh(ctx, append([]string{"ip", "-n", ns}, args...)...)
-}
+func ipn(ctx context.Context, ns string, args ...string) error { return benchenv.IPN(ctx, ns, args...) }
+
+// newNS creates a namespace named <id>-<suffix> with lo up and records it for cleanup.
+func (e *env) newNS(ctx context.Context, suffix string) (string, error) { return e.NewNS(ctx, suffix) }
 
 func (e *env) handle(ns string) (*netlink.Handle, error) {
 	nsh, err := netns.GetFromName(ns)
@@ -145,9 +76,7 @@ func (e *env) handle(ns string) (*netlink.Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink handle in %s: %w", ns, err)
 	}
-	e.mu.Lock()
-	e.handles = append(e.handles, h)
-	e.mu.Unlock()
+	e.OnCleanup(h.Close)
 	return h, nil
 }
 
@@ -385,7 +314,7 @@ func median(xs []float64) float64 {
 }
 
 func bench(ctx context.Context, e *env) error {
-	fmt.Printf("building namespaces (%s-*)…\n", e.id)
+	fmt.Printf("building namespaces (%s-*)…\n", e.ID)
 	vc, vs, err := e.rawVeth(ctx)
 	if err != nil {
 		return err

@@ -72,6 +72,7 @@ func (d *Daemon) serveAPI() (*http.Server, error) {
 	mux.HandleFunc("POST /v1/delete", d.handleDelete)
 	mux.HandleFunc("GET /v1/get", d.handleGet)
 	mux.HandleFunc("GET /v1/pod", d.handlePod)
+	mux.HandleFunc("POST /v1/label", d.handleLabel)
 	mux.HandleFunc("POST /v1/restart-agents", func(w http.ResponseWriter, r *http.Request) {
 		var nodes []string
 		if n := r.URL.Query().Get("nodes"); n != "" {

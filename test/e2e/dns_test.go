@@ -162,6 +162,24 @@ spec:
 		}
 		return nil
 	})
+	// relabelling a pod out of the Service's selector takes it out of the headless answer
+	if _, stderr, err := podnet("label", "--lab", lab, "pod", "-n", "prod", "db-1", "app=other"); err == nil || !strings.Contains(stderr, "--overwrite") {
+		t.Errorf("label without --overwrite: %v %s", err, stderr)
+	}
+	if out := mustPodnet(t, "label", "--lab", lab, "pod", "-n", "prod", "db-1", "app=other", "--overwrite", "--wait"); !strings.Contains(out, "pod/db-1 labeled") {
+		t.Errorf("label: %q", out)
+	}
+	if s := digStatus(t, lab, "prod", "client", "db.prod.svc.cluster.local"); s != "NXDOMAIN" {
+		t.Errorf("headless Service whose only pod was relabelled away: %s", s)
+	}
+	mustPodnet(t, "label", "--lab", lab, "pod", "-n", "prod", "db-1", "app=db", "--overwrite", "--wait")
+	if got := dig(t, lab, "prod", "client", "db.prod.svc.cluster.local"); len(got) != 1 || got[0] != pods["db-1"] {
+		t.Errorf("relabelled back: %v, want [%s]", got, pods["db-1"])
+	}
+	mustPodnet(t, "label", "--lab", lab, "namespace", "prod", "team=blue")
+	if out := mustPodnet(t, "get", "namespace", "prod", "--lab", lab, "-o", "json"); !strings.Contains(out, `"team": "blue"`) {
+		t.Errorf("namespace label: %s", out)
+	}
 }
 
 func getServiceIn(t *testing.T, lab, ns, name string) string {

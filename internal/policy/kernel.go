@@ -1,0 +1,182 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/google/nftables"
+
+	"github.com/podnet/podnet/internal/proxy"
+)
+
+// Kernel programs the policy table in one network namespace. The first Apply builds the whole
+// table in one transaction that also deletes any previous one, so there is never a moment
+// without rules; later Applies send only element changes (or rebuild, again atomically, when the
+// chains change).
+type Kernel struct {
+	conn  *nftables.Conn
+	table *nftables.Table
+	cur   map[string]map[string]Element // set → string(Key)+string(KeyEnd) → element
+	text  string                        // the chains as last built, to notice a change
+}
+
+// NewKernel opens a lasting nftables connection into the namespace of netnsFD (-1: our own).
+func NewKernel(netnsFD int) (*Kernel, error) {
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if netnsFD >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFD))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Kernel{conn: c, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}}, nil
+}
+
+// Close releases the netlink socket; the table stays.
+func (k *Kernel) Close() error { return k.conn.CloseLasting() }
+
+func elemID(e Element) string { return string(e.Key) + "/" + string(e.KeyEnd) }
+
+func nftSet(s *Set, t *nftables.Table) *nftables.Set {
+	ns := &nftables.Set{Table: t, Name: s.Name, KeyType: s.Key[0]}
+	if len(s.Key) > 1 {
+		ns.KeyType = nftables.MustConcatSetType(s.Key...)
+		ns.Concatenation = true
+	}
+	ns.Interval = s.Interval
+	return ns
+}
+
+func nftElems(s *Set, els []Element) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(els))
+	for _, e := range els {
+		if s.Interval {
+			out = append(out, nftables.SetElement{Key: e.Key, KeyEnd: e.KeyEnd})
+		} else {
+			out = append(out, nftables.SetElement{Key: e.Key})
+		}
+	}
+	return out
+}
+
+func chainsText(rs *Ruleset) string {
+	var b strings.Builder
+	for _, c := range rs.Chains {
+		fmt.Fprintf(&b, "%s %v\n", c.Name, c.Hook)
+		for _, r := range c.Rules {
+			b.WriteString(strings.Join(proxy.Bytecode(r.Exprs), " "))
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// Apply makes the table match rs in one transaction and returns how many elements changed.
+func (k *Kernel) Apply(rs *Ruleset) (int, error) {
+	if k.cur == nil || k.text != chainsText(rs) {
+		return k.rebuild(rs)
+	}
+	c := k.conn
+	changed := 0
+	next := map[string]map[string]Element{}
+	for _, s := range rs.Sets {
+		want := map[string]Element{}
+		for _, e := range s.Elements {
+			want[elemID(e)] = e
+		}
+		next[s.Name] = want
+		var del, add []Element
+		for id, e := range k.cur[s.Name] {
+			if _, ok := want[id]; !ok {
+				del = append(del, e)
+			}
+		}
+		for id, e := range want {
+			if _, ok := k.cur[s.Name][id]; !ok {
+				add = append(add, e)
+			}
+		}
+		sortElems(del)
+		sortElems(add)
+		ns := nftSet(s, k.table)
+		if len(del) > 0 {
+			if err := c.SetDeleteElements(ns, nftElems(s, del)); err != nil {
+				return 0, err
+			}
+		}
+		if len(add) > 0 {
+			if err := c.SetAddElements(ns, nftElems(s, add)); err != nil {
+				return 0, err
+			}
+		}
+		changed += len(del) + len(add)
+	}
+	if changed == 0 {
+		return 0, nil
+	}
+	if err := c.Flush(); err != nil {
+		k.cur = nil
+		return 0, fmt.Errorf("nftables transaction: %w", err)
+	}
+	k.cur = next
+	return changed, nil
+}
+
+func sortElems(es []Element) {
+	sort.Slice(es, func(i, j int) bool { return elemID(es[i]) < elemID(es[j]) })
+}
+
+// rebuild replaces the whole table in one transaction.
+func (k *Kernel) rebuild(rs *Ruleset) (int, error) {
+	c := k.conn
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tables {
+		if t.Name == TableName {
+			c.DelTable(k.table)
+		}
+	}
+	c.AddTable(k.table)
+	chains := map[string]*nftables.Chain{}
+	for _, ch := range rs.Chains {
+		nc := &nftables.Chain{Name: ch.Name, Table: k.table}
+		if ch.Hook != nil {
+			nc.Type = ch.Hook.Type
+			nc.Hooknum = nftables.ChainHookRef(ch.Hook.Hooknum)
+			nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Hook.Priority))
+			accept := nftables.ChainPolicyAccept
+			nc.Policy = &accept
+		}
+		chains[ch.Name] = c.AddChain(nc)
+	}
+	next := map[string]map[string]Element{}
+	n := 0
+	for _, s := range rs.Sets {
+		els := s.SortedElements()
+		ns := nftSet(s, k.table)
+		if err := c.AddSet(ns, nftElems(s, els)); err != nil {
+			return 0, err
+		}
+		m := map[string]Element{}
+		for _, e := range els {
+			m[elemID(e)] = e
+		}
+		next[s.Name] = m
+		n += len(els)
+	}
+	for _, ch := range rs.Chains {
+		for _, r := range ch.Rules {
+			c.AddRule(&nftables.Rule{Table: k.table, Chain: chains[ch.Name], Exprs: r.Exprs})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		k.cur = nil
+		return 0, fmt.Errorf("nftables transaction: %w", err)
+	}
+	k.cur, k.text = next, chainsText(rs)
+	return n, nil
+}

@@ -82,13 +82,15 @@ type Agent struct {
 	ready    chan struct{}
 	routesRV progress // nodes and pods, programmed by the routing backend
 	proxyRV  progress // services and endpointslices, programmed by the proxy
+	policyRV progress // networkpolicies, pods and namespaces, programmed by the policy table
 	writes   atomic.Int64
 	syncs    atomic.Int64
 
-	px *proxyState
+	px  *proxyState
+	pol *policyState
 
-	routesDone, proxyDone atomic.Bool
-	readyOnce             sync.Once
+	routesDone, proxyDone, policyDone atomic.Bool
+	readyOnce                         sync.Once
 
 	mu      sync.Mutex
 	lastErr error
@@ -111,9 +113,9 @@ func New(cfg Config) (*Agent, error) {
 	return &Agent{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName), ready: make(chan struct{})}, nil
 }
 
-// markReady closes Ready once routes and Services have both been programmed once.
+// markReady closes Ready once routes, Services and NetworkPolicies have all been programmed once.
 func (a *Agent) markReady() {
-	if a.routesDone.Load() && a.proxyDone.Load() {
+	if a.routesDone.Load() && a.proxyDone.Load() && a.policyDone.Load() {
 		a.readyOnce.Do(func() { close(a.ready) })
 	}
 }
@@ -137,7 +139,7 @@ func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := Stats{Node: a.cfg.NodeName, Syncs: a.syncs.Load(), KernelWrites: a.writes.Load(),
-		SeenRV: max(a.routesRV.seen.Load(), a.proxyRV.seen.Load()), SyncedRV: a.SyncedRV(), MTU: a.info.MTU}
+		SeenRV: max(a.routesRV.seen.Load(), a.proxyRV.seen.Load(), a.policyRV.seen.Load()), SyncedRV: a.SyncedRV(), MTU: a.info.MTU}
 	if a.lastErr != nil {
 		s.LastError = a.lastErr.Error()
 	}
@@ -170,7 +172,7 @@ func (p *progress) observe(o interface{}) {
 func (a *Agent) SyncedRV() int64 {
 	var newest int64
 	lowest := int64(math.MaxInt64)
-	for _, p := range []*progress{&a.routesRV, &a.proxyRV} {
+	for _, p := range []*progress{&a.routesRV, &a.proxyRV, &a.policyRV} {
 		seen, synced := p.seen.Load(), p.synced.Load()
 		newest = max(newest, seen)
 		if synced < seen {
@@ -232,6 +234,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopProxy()
+	polr, stopPolicy, err := a.setupPolicy(factory)
+	if err != nil {
+		return err
+	}
+	defer stopPolicy()
 
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
@@ -241,8 +248,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); pr.Run(ctx) }()
+	go func() { defer wg.Done(); polr.Run(ctx) }()
 	r.Run(ctx)
 	wg.Wait()
 	return nil

@@ -25,7 +25,7 @@ import (
 
 // agentResources are the resources node agents watch: a change to them is programmed once every
 // agent's synced resourceVersion has reached the change's.
-var agentResources = []string{"nodes", "pods", "services", "endpointslices"}
+var agentResources = []string{"nodes", "pods", "services", "endpointslices", "networkpolicies", "namespaces"}
 
 // LabelLab marks the Node objects of a lab with the lab's name.
 const LabelLab = "podnet.io/lab"

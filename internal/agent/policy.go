@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
+
+	"github.com/podnet/podnet/internal/policy"
+	"github.com/podnet/podnet/internal/runner"
+)
+
+// policyState is the agent's NetworkPolicy enforcement: the node's podnet-policy table.
+type policyState struct {
+	kernel     *policy.Kernel
+	policies   networkinglisters.NetworkPolicyLister
+	pods       listersv1.PodLister
+	namespaces listersv1.NamespaceLister
+}
+
+// setupPolicy watches NetworkPolicies, Pods and Namespaces and returns the runner that keeps
+// the node's policy table in step with them.
+func (a *Agent) setupPolicy(factory informers.SharedInformerFactory) (*runner.Runner, func(), error) {
+	kern, err := policy.NewKernel(int(a.nsh))
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent %s: nftables (policy): %w", a.cfg.NodeName, err)
+	}
+	r := runner.New("policy/"+a.cfg.NodeName, a.syncPolicy, 10*time.Millisecond, 5*time.Minute, a.log)
+	polInf := factory.Networking().V1().NetworkPolicies()
+	podInf := factory.Core().V1().Pods()
+	nsInf := factory.Core().V1().Namespaces()
+	for _, inf := range []func() error{
+		func() error { _, err := polInf.Informer().AddEventHandler(handlerFor(&a.policyRV, r)); return err },
+		func() error { _, err := podInf.Informer().AddEventHandler(handlerFor(&a.policyRV, r)); return err },
+		func() error { _, err := nsInf.Informer().AddEventHandler(handlerFor(&a.policyRV, r)); return err },
+	} {
+		if err := inf(); err != nil {
+			kern.Close()
+			return nil, nil, err
+		}
+	}
+	a.pol = &policyState{kernel: kern, policies: polInf.Lister(), pods: podInf.Lister(), namespaces: nsInf.Lister()}
+	return r, func() { kern.Close() }, nil
+}
+
+// syncPolicy compiles every policy against the pods and namespaces, renders this node's table
+// and applies the difference; it is the policy runner's function.
+func (a *Agent) syncPolicy(ctx context.Context) error {
+	p := a.pol
+	rv := a.policyRV.seen.Load()
+	pols, err := p.policies.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	pods, err := p.pods.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	nss, err := p.namespaces.List(labels.Everything())
+	if err != nil {
+		return err
+	}
+	var local []netip.Addr
+	for _, pod := range pods {
+		if pod.Spec.NodeName != a.cfg.NodeName || pod.Spec.HostNetwork {
+			continue
+		}
+		if ip, err := netip.ParseAddr(pod.Status.PodIP); err == nil {
+			local = append(local, ip)
+		}
+	}
+	rs := policy.Render(policy.Compile(pols, pods, nss), policy.NodeInfo{LocalPodIPs: local})
+	n, err := p.kernel.Apply(rs)
+	a.syncs.Add(1)
+	if err != nil {
+		a.mu.Lock()
+		a.lastErr = err
+		a.mu.Unlock()
+		return err
+	}
+	a.writes.Add(int64(n))
+	if n > 0 {
+		a.log.Info("policies synced", "policies", len(pols), "localPods", len(local), "elementsChanged", n)
+	}
+	a.policyRV.synced.Store(rv)
+	a.policyDone.Store(true)
+	a.markReady()
+	return nil
+}

@@ -6,8 +6,6 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-
-	"github.com/podnet/podnet/internal/proxy"
 )
 
 // Kernel programs the policy table in one network namespace. The first Apply builds the whole
@@ -64,11 +62,7 @@ func nftElems(s *Set, els []Element) []nftables.SetElement {
 func chainsText(rs *Ruleset) string {
 	var b strings.Builder
 	for _, c := range rs.Chains {
-		fmt.Fprintf(&b, "%s %v\n", c.Name, c.Hook)
-		for _, r := range c.Rules {
-			b.WriteString(strings.Join(proxy.Bytecode(r.Exprs), " "))
-			b.WriteByte('\n')
-		}
+		b.WriteString(c.Text(true))
 	}
 	return b.String()
 }
@@ -143,15 +137,7 @@ func (k *Kernel) rebuild(rs *Ruleset) (int, error) {
 	c.AddTable(k.table)
 	chains := map[string]*nftables.Chain{}
 	for _, ch := range rs.Chains {
-		nc := &nftables.Chain{Name: ch.Name, Table: k.table}
-		if ch.Hook != nil {
-			nc.Type = ch.Hook.Type
-			nc.Hooknum = nftables.ChainHookRef(ch.Hook.Hooknum)
-			nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Hook.Priority))
-			accept := nftables.ChainPolicyAccept
-			nc.Policy = &accept
-		}
-		chains[ch.Name] = c.AddChain(nc)
+		chains[ch.Name] = c.AddChain(ch.NFT(k.table))
 	}
 	next := map[string]map[string]Element{}
 	n := 0

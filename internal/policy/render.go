@@ -122,19 +122,7 @@ func (r *Ruleset) Text(bytecode bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %s {\n", TableName)
 	for _, c := range r.Chains {
-		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
-		if c.Hook != nil {
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", c.Hook.Type, hookName(c.Hook.Hooknum), c.Hook.Priority)
-		}
-		for _, rule := range c.Rules {
-			fmt.Fprintf(&b, "\t\t%s\n", rule.Text)
-			if bytecode {
-				for _, line := range proxy.Bytecode(rule.Exprs) {
-					fmt.Fprintf(&b, "\t\t\t%s\n", line)
-				}
-			}
-		}
-		b.WriteString("\t}\n")
+		b.WriteString(c.Text(bytecode))
 	}
 	for _, s := range r.Sets {
 		var names []string
@@ -152,18 +140,6 @@ func (r *Ruleset) Text(bytecode bool) string {
 	}
 	b.WriteString("}\n")
 	return b.String()
-}
-
-func hookName(h nftables.ChainHook) string {
-	switch h {
-	case *nftables.ChainHookForward:
-		return "forward"
-	case *nftables.ChainHookInput:
-		return "input"
-	case *nftables.ChainHookOutput:
-		return "output"
-	}
-	return fmt.Sprint(h)
 }
 
 // Key layout of both allow sets: ip saddr . ip daddr . meta l4proto . th dport, every field

@@ -364,13 +364,7 @@ func (k *Kernel) Apply(rs *Ruleset) (ApplyStats, error) {
 
 	// 1. chains that do not exist yet (empty; rules come after the sets they use)
 	for _, ch := range rs.Chains {
-		nc := &nftables.Chain{Name: ch.Name, Table: k.table}
-		if ch.Hook != nil {
-			nc.Type = ch.Hook.Type
-			nc.Hooknum = nftables.ChainHookRef(ch.Hook.Hooknum)
-			nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(ch.Hook.Priority))
-			nc.Policy = ptrPolicy(nftables.ChainPolicyAccept)
-		}
+		nc := ch.NFT(k.table)
 		chainRef[ch.Name] = nc
 		if _, ok := cur.chains[ch.Name]; !ok {
 			c.AddChain(nc)
@@ -489,7 +483,18 @@ func sortElems(es []nftables.SetElement) {
 	sort.Slice(es, func(i, j int) bool { return string(es[i].Key) < string(es[j].Key) })
 }
 
-func ptrPolicy(p nftables.ChainPolicy) *nftables.ChainPolicy { return &p }
+// NFT is the chain as google/nftables describes it in table t (base chains accept by policy).
+func (c *Chain) NFT(t *nftables.Table) *nftables.Chain {
+	nc := &nftables.Chain{Name: c.Name, Table: t}
+	if c.Hook != nil {
+		accept := nftables.ChainPolicyAccept
+		nc.Type = c.Hook.Type
+		nc.Hooknum = nftables.ChainHookRef(c.Hook.Hooknum)
+		nc.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(c.Hook.Priority))
+		nc.Policy = &accept
+	}
+	return nc
+}
 
 // AffinityEntry is one remembered ClientIP-affinity choice.
 type AffinityEntry struct {

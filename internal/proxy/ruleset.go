@@ -285,24 +285,31 @@ func verdictName(v expr.VerdictKind) string {
 	return fmt.Sprintf("verdict(%d)", v)
 }
 
+// Text shows one chain as nft would, with each rule's bytecode when asked.
+func (c *Chain) Text(bytecode bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
+	if c.Hook != nil {
+		fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", c.Hook.Type, hookName(c.Hook.Hooknum), c.Hook.Priority)
+	}
+	for _, rule := range c.Rules {
+		fmt.Fprintf(&b, "\t\t%s\n", rule.Text)
+		if bytecode {
+			for _, line := range Bytecode(rule.Exprs) {
+				fmt.Fprintf(&b, "\t\t\t%s\n", line)
+			}
+		}
+	}
+	b.WriteString("\t}\n")
+	return b.String()
+}
+
 // Text shows the whole ruleset: chains with their rules' text and bytecode, then every set.
 func (r *Ruleset) Text(bytecode bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %s {\n", TableName)
 	for _, c := range r.Chains {
-		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)
-		if c.Hook != nil {
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n", c.Hook.Type, hookName(c.Hook.Hooknum), c.Hook.Priority)
-		}
-		for _, rule := range c.Rules {
-			fmt.Fprintf(&b, "\t\t%s\n", rule.Text)
-			if bytecode {
-				for _, line := range Bytecode(rule.Exprs) {
-					fmt.Fprintf(&b, "\t\t\t%s\n", line)
-				}
-			}
-		}
-		b.WriteString("\t}\n")
+		b.WriteString(c.Text(bytecode))
 	}
 	for _, s := range r.Sets {
 		kind := "set"

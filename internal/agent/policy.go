@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -21,6 +24,7 @@ type policyState struct {
 	policies   networkinglisters.NetworkPolicyLister
 	pods       listersv1.PodLister
 	namespaces listersv1.NamespaceLister
+	model      atomic.Pointer[policy.Model] // the last compiled model, for the verdict log
 }
 
 // setupPolicy watches NetworkPolicies, Pods and Namespaces and returns the runner that keeps
@@ -67,14 +71,30 @@ func (a *Agent) syncPolicy(ctx context.Context) error {
 	}
 	var local []netip.Addr
 	for _, pod := range pods {
-		if pod.Spec.NodeName != a.cfg.NodeName || pod.Spec.HostNetwork {
-			continue
+		if pod.Spec.NodeName != a.cfg.NodeName || pod.Spec.HostNetwork ||
+			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			continue // a finished pod's address may already belong to a new pod
 		}
-		if ip, err := netip.ParseAddr(pod.Status.PodIP); err == nil {
+		for _, s := range pod.Status.PodIPs {
+			if ip, err := netip.ParseAddr(s.IP); err == nil {
+				local = append(local, ip)
+			}
+		}
+		if ip, err := netip.ParseAddr(pod.Status.PodIP); err == nil && len(pod.Status.PodIPs) == 0 {
 			local = append(local, ip)
 		}
 	}
-	rs := policy.Render(policy.Compile(pols, pods, nss), policy.NodeInfo{LocalPodIPs: local})
+	// Any other address of the node's pod CIDR belongs to a pod this sync has not seen: it is
+	// cut off until a sync renders its policies (fail closed).
+	var cidrs []netip.Prefix
+	if c := a.local.PodCIDR; c != nil {
+		if p, err := netip.ParsePrefix(c.String()); err == nil {
+			cidrs = append(cidrs, p)
+		}
+	}
+	m := policy.Compile(pols, pods, nss)
+	p.model.Store(m)
+	rs := policy.Render(m, policy.NodeInfo{LocalPodIPs: local, PodCIDRs: cidrs})
 	n, err := p.kernel.Apply(rs)
 	a.syncs.Add(1)
 	if err != nil {

@@ -6,12 +6,17 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/userdata"
+
+	"github.com/podnet/podnet/internal/proxy"
 )
 
-// Kernel programs the policy table in one network namespace. The first Apply builds the whole
-// table in one transaction that also deletes any previous one, so there is never a moment
-// without rules; later Applies send only element changes (or rebuild, again atomically, when the
-// chains change).
+// Kernel programs the policy table in one network namespace. The first Apply reads the table
+// back from the kernel: when its chains are exactly the rendered ones (each rule carries its
+// fingerprint as a comment), it adopts them and sends only element changes, so a restarted agent
+// rewrites nothing that is right. Otherwise it builds the whole table in one transaction that
+// also deletes the previous one, so there is never a moment without rules. Later Applies send
+// only element changes (or rebuild, again atomically, when the chains change).
 type Kernel struct {
 	conn  *nftables.Conn
 	table *nftables.Table
@@ -69,6 +74,11 @@ func chainsText(rs *Ruleset) string {
 
 // Apply makes the table match rs in one transaction and returns how many elements changed.
 func (k *Kernel) Apply(rs *Ruleset) (int, error) {
+	if k.cur == nil {
+		if cur, err := k.read(rs); err == nil && cur != nil {
+			k.cur, k.text = cur, chainsText(rs)
+		}
+	}
 	if k.cur == nil || k.text != chainsText(rs) {
 		return k.rebuild(rs)
 	}
@@ -156,7 +166,8 @@ func (k *Kernel) rebuild(rs *Ruleset) (int, error) {
 	}
 	for _, ch := range rs.Chains {
 		for _, r := range ch.Rules {
-			c.AddRule(&nftables.Rule{Table: k.table, Chain: chains[ch.Name], Exprs: r.Exprs})
+			c.AddRule(&nftables.Rule{Table: k.table, Chain: chains[ch.Name], Exprs: r.Exprs,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, proxy.Fingerprint(r))})
 		}
 	}
 	if err := c.Flush(); err != nil {
@@ -165,4 +176,87 @@ func (k *Kernel) rebuild(rs *Ruleset) (int, error) {
 	}
 	k.cur, k.text = next, chainsText(rs)
 	return n, nil
+}
+
+// read returns the elements of the table in the kernel if its chains and sets are exactly the
+// ones rs has (same names, hooks, rule fingerprints and set types), and nil if there is no such
+// table or anything differs.
+func (k *Kernel) read(rs *Ruleset) (map[string]map[string]Element, error) {
+	c := k.conn
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for _, t := range tables {
+		found = found || t.Name == TableName
+	}
+	if !found {
+		return nil, nil
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	for _, kc := range chains {
+		if kc.Table.Name != TableName {
+			continue
+		}
+		n++
+		want := rs.Chain(kc.Name)
+		if want == nil || (want.Hook == nil) != (kc.Hooknum == nil) {
+			return nil, nil
+		}
+		if h := want.Hook; h != nil && (kc.Priority == nil || *kc.Hooknum != h.Hooknum || int32(*kc.Priority) != h.Priority || kc.Type != h.Type) {
+			return nil, nil
+		}
+		rules, err := c.GetRules(k.table, kc)
+		if err != nil {
+			return nil, err
+		}
+		if len(rules) != len(want.Rules) {
+			return nil, nil
+		}
+		for i, r := range rules {
+			if fp, _ := userdata.GetString(r.UserData, userdata.TypeComment); fp != proxy.Fingerprint(want.Rules[i]) {
+				return nil, nil
+			}
+		}
+	}
+	if n != len(rs.Chains) {
+		return nil, nil
+	}
+	sets, err := c.GetSets(k.table)
+	if err != nil || len(sets) != len(rs.Sets) {
+		return nil, err
+	}
+	cur := map[string]map[string]Element{}
+	for _, ks := range sets {
+		want := rs.Set(ks.Name)
+		if want == nil {
+			return nil, nil
+		}
+		ws := nftSet(want, k.table)
+		if ks.KeyType.Bytes != ws.KeyType.Bytes || ks.Interval != ws.Interval || ks.Concatenation != ws.Concatenation || ks.IsMap {
+			return nil, nil
+		}
+		els, err := c.GetSetElements(ks)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]Element{}
+		for _, e := range els {
+			if e.IntervalEnd {
+				continue
+			}
+			el := Element{Key: e.Key}
+			if want.Interval {
+				el.KeyEnd = e.KeyEnd
+			}
+			m[elemID(el)] = el
+		}
+		cur[ks.Name] = m
+	}
+	return cur, nil
 }

@@ -71,10 +71,9 @@ func TestKernelEnforces(t *testing.T) {
 				Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peers, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp}}}},
 			}}
 	}
-	var local []netip.Addr
-	for _, ip := range ips {
-		local = append(local, netip.MustParseAddr(ip))
-	}
+	// c is not known to the table at first: its IP is in the node's pod CIDR, but the table was
+	// not rendered for it yet (fail closed).
+	local := []netip.Addr{netip.MustParseAddr(ips["a"]), netip.MustParseAddr(ips["b"])}
 	h, err := netns.GetFromName(node)
 	if err != nil {
 		t.Fatal(err)
@@ -85,9 +84,10 @@ func TestKernelEnforces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close()
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}
 	apply := func(p *networkingv1.NetworkPolicy) int {
 		t.Helper()
-		n, err := k.Apply(Render(Compile([]*networkingv1.NetworkPolicy{p}, pods, nss), NodeInfo{LocalPodIPs: local}))
+		n, err := k.Apply(Render(Compile([]*networkingv1.NetworkPolicy{p}, pods, nss), NodeInfo{LocalPodIPs: local, PodCIDRs: cidrs}))
 		if err != nil {
 			t.Fatalf("apply: %v", err)
 		}
@@ -106,7 +106,6 @@ func TestKernelEnforces(t *testing.T) {
 		n, _ := c.Read(b)
 		return n == 2
 	}
-	apply(policy("a"))
 	check := func(want map[string]bool) {
 		t.Helper()
 		for pair, w := range want {
@@ -116,9 +115,45 @@ func TestKernelEnforces(t *testing.T) {
 			}
 		}
 	}
-	check(map[string]bool{"a>b": true, "c>b": false, "b>c": true, "c>a": true})
+	apply(policy("a"))
+	check(map[string]bool{"a>b": true, "a>c": false, "b>c": false, "c>a": false, "c>b": false})
+	local = append(local, netip.MustParseAddr(ips["c"]))
+	if n := apply(policy("a")); n != 1 {
+		t.Fatalf("knowing c changed %d elements, want 1", n)
+	}
+	check(map[string]bool{"a>b": true, "c>b": false, "b>c": true, "c>a": true, "a>c": true})
 	if n := apply(policy("a", "c")); n == 0 {
 		t.Fatal("allowing c changed no element")
 	}
 	check(map[string]bool{"c>b": true, "a>b": true})
+
+	// A restarted agent adopts the table: the same rendering writes nothing, a change only its
+	// elements; a table that is not exactly ours is rebuilt.
+	k2, err := NewKernel(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k2.Close()
+	rs := Render(Compile([]*networkingv1.NetworkPolicy{policy("a", "c")}, pods, nss), NodeInfo{LocalPodIPs: local, PodCIDRs: cidrs})
+	if n, err := k2.Apply(rs); err != nil || n != 0 {
+		t.Fatalf("adopting apply: %d elements changed, %v; want 0", n, err)
+	}
+	rs = Render(Compile([]*networkingv1.NetworkPolicy{policy("a")}, pods, nss), NodeInfo{LocalPodIPs: local, PodCIDRs: cidrs})
+	if n, err := k2.Apply(rs); err != nil || n == 0 || n > 4 {
+		t.Fatalf("apply after adopting: %d elements changed, %v; want a few", n, err)
+	}
+	check(map[string]bool{"c>b": false, "a>b": true})
+	run(t, fmt.Sprintf("ip netns exec %s nft add rule ip %s pending accept", node, TableName))
+	k3, err := NewKernel(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k3.Close()
+	if n, err := k3.Apply(rs); err != nil || n == 0 {
+		t.Fatalf("a foreign rule was adopted: %d elements written, %v", n, err)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", node, "nft", "list", "chain", "ip", TableName, ChainPending).CombinedOutput()
+	if strings.Contains(string(out), "accept") {
+		t.Errorf("the foreign rule survived the rebuild:\n%s", out)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podnet/podnet/internal/proxy"
@@ -23,6 +24,8 @@ const (
 	ChainForward       = "forward"
 	ChainEgressCheck   = "egress-check"
 	ChainIngressCheck  = "ingress-check"
+	ChainPending       = "pending"
+	SetPods            = "pods"             // every local pod IP this table has been rendered for
 	SetEgressIsolated  = "egress-isolated"  // local pod IPs selected by an egress policy
 	SetIngressIsolated = "ingress-isolated" // local pod IPs selected by an ingress policy
 	SetEgressAllow     = "egress-allow"     // saddr (local pod) . daddr range . proto range . dport range
@@ -34,7 +37,24 @@ type NodeInfo struct {
 	// LocalPodIPs are the addresses of the pods on this node: egress is judged here for traffic
 	// they send, ingress for traffic they receive.
 	LocalPodIPs []netip.Addr
+	// PodCIDRs are the node's pod address ranges. Forwarded traffic from or to an address in them
+	// that is not one of LocalPodIPs is dropped: a pod the policy table has not been rendered
+	// for yet (its IP came from IPAM before the agent saw the pod) gets no traffic at all, so it
+	// is never open before its policies are enforced (fail closed).
+	PodCIDRs []netip.Prefix
 }
+
+// NFLOG group and prefixes of the packets the table drops. The agent listens on LogGroup in the
+// node's network namespace; the prefix says which check dropped the packet.
+const (
+	LogGroup         = 1042
+	LogPrefixEgress  = "podnet-policy:egress"
+	LogPrefixIngress = "podnet-policy:ingress"
+	LogPrefixPending = "podnet-policy:pending"
+	// logRate bounds the log to this many packets per second per check; drops are never limited.
+	logRate  = 200
+	logBurst = 50
+)
 
 // Ruleset is the whole desired content of the policy table. It reuses the proxy's chains and
 // rules, but has its own sets: proxy.Set has no interval/concatenation flags and proxy.Element
@@ -163,22 +183,70 @@ func ldDport(r uint32) expr.Any {
 
 func hostU32(v uint32) []byte { b := make([]byte, 4); binary.NativeEndian.PutUint32(b, v); return b }
 
-// EmptyRuleset is the table with its fixed chains and empty sets. The chains never change: a
-// policy, pod or label change only adds and removes set elements.
-func EmptyRuleset() *Ruleset {
+// logDrop logs (rate-limited, to LogGroup) and drops: the end of a check chain.
+func logDrop(prefix string) []proxy.Rule {
+	return []proxy.Rule{
+		{Text: fmt.Sprintf("limit rate %d/second burst %d packets log prefix %q group %d", logRate, logBurst, prefix, LogGroup),
+			Exprs: []expr.Any{
+				&expr.Limit{Type: expr.LimitTypePkts, Rate: logRate, Unit: expr.LimitTimeSecond, Burst: logBurst},
+				&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX, Group: LogGroup, Data: []byte(prefix)},
+			}},
+		{Text: "drop", Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}},
+	}
+}
+
+// pendingRules send traffic from or to an address in a pod CIDR that is not a known local pod
+// to the pending chain (which logs and drops).
+func pendingRules(cidrs []netip.Prefix) []proxy.Rule {
+	var out []proxy.Rule
+	for _, field := range []string{"saddr", "daddr"} {
+		ld := ldSaddr
+		if field == "daddr" {
+			ld = ldDaddr
+		}
+		for _, p := range cidrs {
+			if p = p.Masked(); !p.Addr().Is4() {
+				continue
+			}
+			mask := net4Mask(p.Bits())
+			net := p.Addr().As4()
+			out = append(out, proxy.Rule{Text: fmt.Sprintf("ip %s %s ip %s != @%s jump %s", field, p, field, SetPods, ChainPending),
+				Exprs: []expr.Any{ld(r8),
+					&expr.Bitwise{SourceRegister: r8, DestRegister: r8, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: r8, Data: net[:]},
+					ld(r8), &expr.Lookup{SourceRegister: r8, SetName: SetPods, Invert: true},
+					&expr.Verdict{Kind: expr.VerdictJump, Chain: ChainPending}}})
+		}
+	}
+	return out
+}
+
+func net4Mask(bits int) []byte {
+	m := uint32(0)
+	if bits > 0 {
+		m = ^uint32(0) << (32 - bits)
+	}
+	b := make([]byte, 4)
+	binary.BigEndian.PutUint32(b, m)
+	return b
+}
+
+// EmptyRuleset is the table with its fixed chains and empty sets, for a node with these pod
+// CIDRs. The chains never change while the CIDRs do not: a policy, pod or label change only adds
+// and removes set elements.
+func EmptyRuleset(podCIDRs []netip.Prefix) *Ruleset {
 	accept := &expr.Verdict{Kind: expr.VerdictAccept}
 	check := func(set, chain string, ld func(uint32) expr.Any, field string) proxy.Rule {
 		return proxy.Rule{Text: fmt.Sprintf("ip %s @%s jump %s", field, set, chain),
 			Exprs: []expr.Any{ld(r8), &expr.Lookup{SourceRegister: r8, SetName: set},
 				&expr.Verdict{Kind: expr.VerdictJump, Chain: chain}}}
 	}
-	allow := func(set string) []proxy.Rule {
-		return []proxy.Rule{
+	allow := func(set, prefix string) []proxy.Rule {
+		return append([]proxy.Rule{
 			{Text: "ip saddr . ip daddr . meta l4proto . th dport @" + set + " return",
 				Exprs: []expr.Any{ldSaddr(r8), ldDaddr(r9), &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: r10}, ldDport(r11),
 					&expr.Lookup{SourceRegister: r8, SetName: set}, &expr.Verdict{Kind: expr.VerdictReturn}}},
-			{Text: "drop", Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}},
-		}
+		}, logDrop(prefix)...)
 	}
 	rs := &Ruleset{Chains: []*proxy.Chain{
 		{Name: ChainForward, Hook: &proxy.Hook{Type: nftables.ChainTypeFilter, Hooknum: *nftables.ChainHookForward, Priority: 0},
@@ -191,18 +259,24 @@ func EmptyRuleset() *Ruleset {
 						Mask: hostU32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: hostU32(0)},
 					&expr.Cmp{Op: expr.CmpOpNeq, Register: r8, Data: hostU32(0)},
 					accept}},
-				// Egress is judged where the source pod lives, ingress where the destination does.
-				check(SetEgressIsolated, ChainEgressCheck, ldSaddr, "saddr"),
-				check(SetIngressIsolated, ChainIngressCheck, ldDaddr, "daddr"),
 			}},
-		{Name: ChainEgressCheck, Rules: allow(SetEgressAllow)},
-		{Name: ChainIngressCheck, Rules: allow(SetIngressAllow)},
+		{Name: ChainEgressCheck, Rules: allow(SetEgressAllow, LogPrefixEgress)},
+		{Name: ChainIngressCheck, Rules: allow(SetIngressAllow, LogPrefixIngress)},
+		{Name: ChainPending, Rules: logDrop(LogPrefixPending)},
 	}}
+	fwd := rs.Chains[0]
+	// Fail closed: a pod not yet rendered for is cut off until it is.
+	fwd.Rules = append(fwd.Rules, pendingRules(podCIDRs)...)
+	// Egress is judged where the source pod lives, ingress where the destination does.
+	fwd.Rules = append(fwd.Rules,
+		check(SetEgressIsolated, ChainEgressCheck, ldSaddr, "saddr"),
+		check(SetIngressIsolated, ChainIngressCheck, ldDaddr, "daddr"))
 	for _, s := range []*Set{
 		{Name: SetEgressAllow, Key: keyAllow, Interval: true},
 		{Name: SetEgressIsolated, Key: keyAddr},
 		{Name: SetIngressAllow, Key: keyAllow, Interval: true},
 		{Name: SetIngressIsolated, Key: keyAddr},
+		{Name: SetPods, Key: keyAddr},
 	} {
 		s.Elements = map[string]Element{}
 		rs.Sets = append(rs.Sets, s)
@@ -219,11 +293,12 @@ func EmptyRuleset() *Ruleset {
 // does not depend on policy order, and the kernel (which refuses an interval element whose
 // start or end lies inside another) accepts them.
 func Render(m *Model, node NodeInfo) *Ruleset {
-	rs := EmptyRuleset()
+	rs := EmptyRuleset(node.PodCIDRs)
 	local := map[netip.Addr]bool{}
 	for _, a := range node.LocalPodIPs {
 		if a = a.Unmap(); a.Is4() {
 			local[a] = true
+			addIsolated(rs.Set(SetPods), a)
 		}
 	}
 	for _, pod := range m.Pods {

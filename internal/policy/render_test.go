@@ -29,6 +29,11 @@ type renderCase struct {
 	pols []*networkingv1.NetworkPolicy
 }
 
+// caseCIDRs are the node's pod CIDRs in the golden cases that show them.
+var caseCIDRs = map[string][]netip.Prefix{
+	"fail-closed": {netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.0.1.0/24")},
+}
+
 func renderCases() []renderCase {
 	return []renderCase{
 		{"default-deny-ingress", []*networkingv1.NetworkPolicy{np("x", "deny", all(), types(tIn))}},
@@ -55,6 +60,7 @@ func renderCases() []renderCase {
 			np("x", "range", all(), ingress(rule{ports: ports(rangePort(tcp, 80, 81), protoOnly(udp), numPort(sctp, 80))})),
 		}},
 		{"egress-deny", []*networkingv1.NetworkPolicy{np("x", "deny-out", all(), types(tEg))}},
+		{"fail-closed", []*networkingv1.NetworkPolicy{np("x", "deny", all(), types(tIn))}},
 	}
 }
 
@@ -62,7 +68,7 @@ func TestRenderGolden(t *testing.T) {
 	for _, c := range renderCases() {
 		t.Run(c.name, func(t *testing.T) {
 			m := Compile(c.pols, basePods(), baseNamespaces())
-			got := Render(m, NodeInfo{LocalPodIPs: localIPs()}).Text(true)
+			got := Render(m, NodeInfo{LocalPodIPs: localIPs(), PodCIDRs: caseCIDRs[c.name]}).Text(true)
 			path := filepath.Join("testdata", c.name+".golden")
 			if *updatePolicyGolden {
 				if err := os.MkdirAll("testdata", 0o755); err != nil {
@@ -176,9 +182,11 @@ rules:
 				for i := range s.Key {
 					key = append(key, regs[x.SourceRegister+uint32(i)]...)
 				}
-				if !inSet(s, key) {
+				if inSet(s, key) == x.Invert {
 					continue rules
 				}
+			case *expr.Limit, *expr.Log:
+				// the log is rate-limited; the verdict is not
 			case *expr.Verdict:
 				switch x.Kind {
 				case expr.VerdictAccept:
@@ -339,6 +347,46 @@ func TestNormaliseMerges(t *testing.T) {
 	for i := range got {
 		if got[i] != want[i] {
 			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+// Fail closed: with the node's pod CIDRs given, an address in them that is not a known local pod
+// (a pod the table was not rendered for yet) can neither send nor receive a new connection,
+// policies or not, while known pods keep exactly their policies' verdicts.
+func TestRenderFailClosed(t *testing.T) {
+	cidrs := caseCIDRs["fail-closed"]
+	local := map[netip.Addr]bool{}
+	for _, a := range localIPs() {
+		local[a] = true
+	}
+	pending := []netip.Addr{netip.MustParseAddr(podIP("x", "c")), netip.MustParseAddr("10.0.0.200"), netip.MustParseAddr(podIP("y", "b"))}
+	others := append(localIPs(), netip.MustParseAddr(podIP("z", "a")), netip.MustParseAddr("192.168.1.1"))
+	for _, pols := range [][]*networkingv1.NetworkPolicy{
+		nil,
+		{np("x", "deny", all(), types(tIn))},
+		{np("x", "allow-all", all(), types(tIn, tEg), ingress(rule{}), egress(rule{}))},
+	} {
+		m := Compile(pols, basePods(), baseNamespaces())
+		rs := Render(m, NodeInfo{LocalPodIPs: localIPs(), PodCIDRs: cidrs})
+		for _, p := range pending {
+			for _, o := range others {
+				for _, pk := range []packet{{src: p, dst: o, proto: 6, dport: 80}, {src: o, dst: p, proto: 6, dport: 80}, {src: p, dst: o, proto: 1}} {
+					pk.ctState = expr.CtStateBitNEW
+					if walk(t, rs, pk) {
+						t.Errorf("%d policies: new %s -> %s accepted, but %s is not a known pod", len(pols), pk.src, pk.dst, p)
+					}
+				}
+			}
+		}
+		for _, src := range others {
+			for _, dst := range others {
+				v := m.Evaluate(src, dst, tcp, 80)
+				want := (!local[src] || v.Egress.Allowed) && (!local[dst] || v.Ingress.Allowed)
+				if got := walk(t, rs, packet{src: src, dst: dst, proto: 6, dport: 80, ctState: expr.CtStateBitNEW}); got != want {
+					t.Errorf("%d policies: %s -> %s: rendered %v, Evaluate %v", len(pols), src, dst, got, want)
+				}
+			}
 		}
 	}
 }

@@ -44,7 +44,14 @@ func exprString(e expr.Any) string {
 			}
 			return fmt.Sprintf("lookup reg %d set %s dreg %d", x.SourceRegister, x.SetName, x.DestRegister)
 		}
+		if x.Invert {
+			return fmt.Sprintf("lookup reg %d set %s 0x1", x.SourceRegister, x.SetName)
+		}
 		return fmt.Sprintf("lookup reg %d set %s", x.SourceRegister, x.SetName)
+	case *expr.Limit:
+		return fmt.Sprintf("limit rate %d/%ds burst %d type packets flags 0x0", x.Rate, x.Unit, x.Burst)
+	case *expr.Log:
+		return fmt.Sprintf("log prefix %s group %d snaplen %d qthreshold %d", x.Data, x.Group, x.Snaplen, x.QThreshold)
 	case *expr.Fib:
 		return fmt.Sprintf("fib daddr type => reg %d", x.Register)
 	case *expr.Ct:

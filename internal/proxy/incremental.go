@@ -192,7 +192,7 @@ func (k *Kernel) ApplyDelta(d Delta) (ApplyStats, error) {
 	for _, ch := range addChains {
 		nc := c.AddChain(&nftables.Chain{Name: ch.Name, Table: k.table})
 		for _, r := range ch.Rules {
-			fp := fingerprint(r)
+			fp := Fingerprint(r)
 			fps[ch.Name] = append(fps[ch.Name], fp)
 			c.AddRule(&nftables.Rule{Table: k.table, Chain: nc, Exprs: r.Exprs, UserData: userdata.AppendString(nil, userdata.TypeComment, fp)})
 		}

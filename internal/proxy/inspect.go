@@ -77,7 +77,7 @@ func (k *Kernel) ReadRuleset(opt Options) (*Ruleset, []string, error) {
 		}
 		var fps []string
 		for _, r := range want.Rules {
-			fps = append(fps, fingerprint(r))
+			fps = append(fps, Fingerprint(r))
 		}
 		if !equalStrings(fps, cur.chains[name].rules) {
 			problems = append(problems, fmt.Sprintf("chain %s: the kernel's rules differ from what this podnet renders (%d vs %d rules)",

@@ -97,7 +97,9 @@ func bigBuffers(c *netlink.Conn) error {
 	return serr
 }
 
-func fingerprint(r Rule) string {
+// Fingerprint identifies a rule by its text and a hash of its bytecode; it is stored as the
+// rule's comment, so that a restarted agent can tell whether the kernel has exactly its rules.
+func Fingerprint(r Rule) string {
 	h := sha256.Sum256([]byte(strings.Join(Bytecode(r.Exprs), "\n")))
 	return r.Text + " #" + hex.EncodeToString(h[:6])
 }
@@ -416,7 +418,7 @@ func (k *Kernel) Apply(rs *Ruleset) (ApplyStats, error) {
 	for _, ch := range rs.Chains {
 		var fps []string
 		for _, r := range ch.Rules {
-			fps = append(fps, fingerprint(r))
+			fps = append(fps, Fingerprint(r))
 		}
 		next.chains[ch.Name] = chainState{hook: ch.Hook, rules: fps}
 		old, ok := cur.chains[ch.Name]

@@ -53,6 +53,23 @@ type DirectionVerdict struct {
 	AllowedBy []RuleMatch
 	// IsolatedBy lists the policies that select Pod for this direction.
 	IsolatedBy []PolicyRef
+	// Checked is every rule of those policies with what of it matched, in the same order as
+	// AllowedBy: for a denied flow it says how close each rule came.
+	Checked []RuleCheck
+}
+
+// RuleCheck is one rule of an isolating policy, judged against a flow: a rule allows the flow
+// when both its peer and its port match.
+type RuleCheck struct {
+	Policy PolicyRef
+	Rule   int
+	// PeerMatch: a from/to entry (or the absence of any) matches the other end.
+	PeerMatch bool
+	// PortMatch: a ports entry (or the absence of any) matches the protocol and port.
+	PortMatch bool
+	// Allows: the rule allows the flow (PeerMatch and PortMatch, and not a named port
+	// towards an ipBlock peer).
+	Allows bool
 }
 
 // Verdict is the result of Evaluate.
@@ -114,9 +131,6 @@ func (d *DirectionVerdict) judge(pols []*Policy, ingress bool, peer netip.Addr, 
 					peers = append(peers, p)
 				}
 			}
-			if len(peers) == 0 {
-				continue
-			}
 			var ports []*Port // nil entry = all ports
 			if r.AllPorts {
 				ports = []*Port{nil}
@@ -126,6 +140,7 @@ func (d *DirectionVerdict) judge(pols []*Policy, ingress bool, peer netip.Addr, 
 					ports = append(ports, pt)
 				}
 			}
+			before := len(d.AllowedBy)
 			for _, pe := range peers {
 				for _, po := range ports {
 					// An egress named port resolves per peer pod; towards an
@@ -143,6 +158,8 @@ func (d *DirectionVerdict) judge(pols []*Policy, ingress bool, peer netip.Addr, 
 					d.AllowedBy = append(d.AllowedBy, rm)
 				}
 			}
+			d.Checked = append(d.Checked, RuleCheck{Policy: pol.Ref, Rule: r.Index,
+				PeerMatch: len(peers) > 0, PortMatch: len(ports) > 0, Allows: len(d.AllowedBy) > before})
 		}
 	}
 	d.Allowed = len(d.AllowedBy) > 0
@@ -168,12 +185,12 @@ func (v Verdict) Explain() string {
 	}
 	fmt.Fprintf(&b, "%s %s -> %s %s/%d\n", verdict, v.Src, v.Dst, v.Protocol, v.Port)
 	for _, d := range []DirectionVerdict{v.Egress, v.Ingress} {
-		d.explain(&b)
+		d.explain(&b, v.Protocol, v.Port)
 	}
 	return b.String()
 }
 
-func (d DirectionVerdict) explain(b *strings.Builder) {
+func (d DirectionVerdict) explain(b *strings.Builder, proto corev1.Protocol, port uint16) {
 	at := "source"
 	if d.Direction == Ingress {
 		at = "destination"
@@ -182,9 +199,9 @@ func (d DirectionVerdict) explain(b *strings.Builder) {
 		fmt.Fprintf(b, "  %s: allow (%s is not a pod; never isolated)\n", d.Direction, at)
 		return
 	}
+	dir := strings.ToLower(string(d.Direction))
 	if !d.Isolated {
-		fmt.Fprintf(b, "  %s: allow (%s pod %s is not isolated for %s: no policy selects it)\n",
-			d.Direction, at, d.Pod, strings.ToLower(string(d.Direction)))
+		fmt.Fprintf(b, "  %s: allow (%s pod %s is not isolated for %s: no policy selects it)\n", d.Direction, at, d.Pod, dir)
 		return
 	}
 	names := make([]string, len(d.IsolatedBy))
@@ -200,6 +217,37 @@ func (d DirectionVerdict) explain(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "  %s: deny (%s pod %s isolated by %s; no rule allows this traffic)\n",
 		d.Direction, at, d.Pod, strings.Join(names, ", "))
+	field, peerWord := "ingress", "from"
+	if d.Direction == Egress {
+		field, peerWord = "egress", "to"
+	}
+	for _, pol := range d.IsolatedBy {
+		n := 0
+		for _, c := range d.Checked {
+			if c.Policy != pol {
+				continue
+			}
+			n++
+			var why []string
+			if c.PeerMatch {
+				why = append(why, peerWord+" matches")
+			} else {
+				why = append(why, peerWord+" does not match")
+			}
+			if c.PortMatch {
+				why = append(why, "ports match")
+			} else {
+				why = append(why, fmt.Sprintf("ports do not match %s/%d", proto, port))
+			}
+			if c.PeerMatch && c.PortMatch {
+				why = []string{"a named port never matches an ipBlock peer"}
+			}
+			fmt.Fprintf(b, "    %s spec.%s[%d]: %s\n", pol, field, c.Rule, strings.Join(why, ", "))
+		}
+		if n == 0 {
+			fmt.Fprintf(b, "    %s: no %s rules (denies all %s)\n", pol, field, dir)
+		}
+	}
 }
 
 // Matrix returns the reachability matrix out[i][j] = pods[i] may connect to

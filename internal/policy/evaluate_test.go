@@ -510,7 +510,23 @@ func TestVerdictDetails(t *testing.T) {
 		t.Errorf("isolated by: egress %v ingress %v", v.Egress.IsolatedBy, v.Ingress.IsolatedBy)
 	}
 	ex = v.Explain()
-	for _, s := range []string{"DENY", "Egress: deny", "Ingress: deny", "x/deny", "y/other"} {
+	for _, s := range []string{"DENY", "Egress: deny", "Ingress: deny", "x/deny", "y/other: no ingress rules"} {
+		if !strings.Contains(ex, s) {
+			t.Errorf("explain lacks %q:\n%s", s, ex)
+		}
+	}
+
+	// A denied flow says how close each rule of each isolating policy came.
+	v = m.Evaluate(addr(t, "y/b"), addr(t, "x/a"), udp, 80)
+	if v.Ingress.Allowed {
+		t.Fatalf("want ingress denied:\n%s", v.Explain())
+	}
+	wantChecked := []RuleCheck{{PolicyRef{"x", "a-in"}, 0, false, true, false}, {PolicyRef{"x", "a-in"}, 1, true, false, false}}
+	if !reflect.DeepEqual(v.Ingress.Checked, wantChecked) {
+		t.Errorf("checked %+v, want %+v", v.Ingress.Checked, wantChecked)
+	}
+	ex = v.Explain()
+	for _, s := range []string{"x/a-in spec.ingress[0]: from does not match, ports match", "x/a-in spec.ingress[1]: from matches, ports do not match UDP/80"} {
 		if !strings.Contains(ex, s) {
 			t.Errorf("explain lacks %q:\n%s", s, ex)
 		}

@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,6 +104,24 @@ spec:
 	expect("b-from-x", 80, "c>b")
 	expect("b-from-x", 81, "c>b", "a>b")
 
+	// explain says why, from the same model: c (namespace y) is not in team x.
+	out := mustPodnet(t, "explain", "--lab", lab, "--from", "nsy/c", "--to", "nsx/b:80")
+	for _, want := range []string{"DENY", "nsx/b-from-x spec.ingress[0]: from does not match, ports match"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain nsy/c -> nsx/b:80 lacks %q:\n%s", want, out)
+		}
+	}
+	out = mustPodnet(t, "explain", "--lab", lab, "--from", "nsx/a", "--to", "nsx/b")
+	for _, want := range []string{"ALLOW " + ip["a"] + " -> " + ip["b"] + " TCP/80", "allowed by nsx/b-from-x rule[0] peer[0] port[0]",
+		"DENY " + ip["a"] + " -> " + ip["b"] + " TCP/81", "ports do not match TCP/81"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("explain nsx/a -> nsx/b lacks %q:\n%s", want, out)
+		}
+	}
+	if _, stderr, err := podnet("explain", "--lab", lab, "--from", "nsx/nope", "--to", "nsx/b:80"); err == nil || !strings.Contains(stderr, "no pod nope in namespace nsx") {
+		t.Errorf("explain from a missing pod: %v %q", err, stderr)
+	}
+
 	// a (node-1) may not send anything anywhere (egress isolation), replies to its clients pass
 	applyYAML(t, lab, `apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -117,4 +139,115 @@ spec:
 	mustPodnet(t, "delete", "networkpolicy", "a-no-egress", "--lab", lab, "-n", "nsx", "--wait")
 	mustPodnet(t, "delete", "networkpolicy", "b-from-x", "--lab", lab, "-n", "nsx", "--wait")
 	expect("policies deleted", 81)
+}
+
+// TestNetworkPolicyFailClosed creates a pod under a policy that denies a stranger and probes
+// every free address of its node's pod CIDR from the moment before the pod exists: the
+// stranger never gets an answer, while a friend the policy allows does (which shows the probes
+// would have seen an open pod).
+func TestNetworkPolicyFailClosed(t *testing.T) {
+	needRoot(t)
+	lab := upLab(t, "e2efc")
+	applyYAML(t, lab, `apiVersion: v1
+kind: Namespace
+metadata: {name: nsf}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: friends-only, namespace: nsf}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: friend}}}]
+`+netpolPod("nsf", "friend", "node-2")+netpolPod("nsf", "stranger", "node-2")+netpolPod("nsf", "neighbour", "node-1"), "--wait")
+	mustPodnet(t, "label", "--lab", lab, "pod", "-n", "nsf", "friend", "role=friend", "--wait")
+
+	// Every address of node-1's pod CIDR that no pod holds yet: the new pod gets one of them.
+	out := mustPodnet(t, "get", "nodes", "--lab", lab, "-o", "json")
+	var nodes struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Spec     struct{ PodCIDR string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	var cidr netip.Prefix
+	for _, n := range nodes.Items {
+		if n.Metadata.Name == "node-1" {
+			cidr = netip.MustParsePrefix(n.Spec.PodCIDR)
+		}
+	}
+	used := map[string]bool{}
+	for _, ns := range []string{"nsf", "kube-system", "default"} {
+		for _, p := range getPods(t, lab, ns) {
+			used[p.Status.PodIP] = true
+		}
+	}
+	var free []string
+	for a := cidr.Masked().Addr().Next().Next(); len(free) < 24 && cidr.Contains(a); a = a.Next() {
+		if !used[a.String()] {
+			free = append(free, a.String())
+		}
+	}
+
+	var mu sync.Mutex
+	answered := map[string]int{} // client>address → answers
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, client := range []string{"friend", "stranger", "neighbour"} {
+		for _, a := range free {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					dctx, dcancel := context.WithTimeout(ctx, 150*time.Millisecond)
+					c, err := netnsutil.DialContext(dctx, podNetns(lab, "nsf", client), "tcp", net.JoinHostPort(a, "80"))
+					dcancel()
+					if err != nil {
+						if dctx.Err() == nil {
+							time.Sleep(20 * time.Millisecond) // refused: no pod there yet
+						}
+						continue
+					}
+					c.Close()
+					mu.Lock()
+					answered[client+">"+a]++
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	defer func() { cancel(); wg.Wait() }()
+	time.Sleep(300 * time.Millisecond) // the probes are running before the pod exists
+	applyYAML(t, lab, netpolPod("nsf", "newcomer", "node-1"))
+	var newIP string
+	waitFor(t, "the friend reaches the new pod", 30*time.Second, func() error {
+		for _, p := range getPods(t, lab, "nsf") {
+			if p.Name == "newcomer" {
+				newIP = p.Status.PodIP
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if newIP == "" || answered["friend>"+newIP] == 0 {
+			return fmt.Errorf("newcomer IP %q, friend answers %d", newIP, answered["friend>"+newIP])
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(free, newIP) {
+		t.Fatalf("the new pod got %s, not one of the probed addresses %v", newIP, free)
+	}
+	for _, client := range []string{"stranger", "neighbour"} {
+		if n := answered[client+">"+newIP]; n > 0 {
+			t.Errorf("%s got %d answers from the new pod %s, which its policy denies", client, n, newIP)
+		}
+	}
+	t.Logf("new pod %s: friend answered %d times, stranger and neighbour never", newIP, answered["friend>"+newIP])
 }

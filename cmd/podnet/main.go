@@ -36,7 +36,7 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newLabCmd(), newApplyCmd(), newDeleteCmd(), newGetCmd(), newExecCmd(), newLogsCmd(),
-		newDemoCmd(), newWorkloadCmd(), newProbeCmd(), newProxyCmd(), newDNSCmd(), newLabelCmd(), newExplainCmd())
+		newDemoCmd(), newWorkloadCmd(), newProbeCmd(), newProxyCmd(), newDNSCmd(), newLabelCmd(), newExplainCmd(), newFlowsCmd())
 	return root
 }
 

@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/podnet/podnet/internal/flows"
 	"github.com/podnet/podnet/internal/routing"
 	"github.com/podnet/podnet/internal/runner"
 )
@@ -64,7 +65,10 @@ type Config struct {
 	CNIConfDir         string   // where the conflist is written (a real node: /etc/cni/net.d)
 	IPAMDir            string   // the CNI plugin's IPAM state directory for this node
 	CNIBinDirs         []string // searched for optional chained plugins (bandwidth)
-	Log                *slog.Logger
+	// Flows receives the node's verdict log (denied connections); nil: the agent keeps its own
+	// (see Flows). A lab shares one among its nodes.
+	Flows *flows.Log
+	Log   *slog.Logger
 }
 
 // Agent runs one node's networking.
@@ -86,8 +90,9 @@ type Agent struct {
 	writes   atomic.Int64
 	syncs    atomic.Int64
 
-	px  *proxyState
-	pol *policyState
+	px    *proxyState
+	pol   *policyState
+	flows *flows.Log
 
 	routesDone, proxyDone, policyDone atomic.Bool
 	readyOnce                         sync.Once
@@ -110,8 +115,17 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Agent{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName), ready: make(chan struct{})}, nil
+	if cfg.Flows == nil {
+		cfg.Flows = flows.NewLog(DefaultFlowLogSize)
+	}
+	return &Agent{cfg: cfg, log: cfg.Log.With("node", cfg.NodeName), ready: make(chan struct{}), flows: cfg.Flows}, nil
 }
+
+// DefaultFlowLogSize is how many flow records an agent keeps when not given a log.
+const DefaultFlowLogSize = 4096
+
+// Flows is the node's verdict log.
+func (a *Agent) Flows() *flows.Log { return a.flows }
 
 // markReady closes Ready once routes, Services and NetworkPolicies have all been programmed once.
 func (a *Agent) markReady() {
@@ -248,9 +262,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); pr.Run(ctx) }()
 	go func() { defer wg.Done(); polr.Run(ctx) }()
+	go func() { defer wg.Done(); a.runVerdictLog(ctx) }()
 	r.Run(ctx)
 	wg.Wait()
 	return nil

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,6 +74,7 @@ func (d *Daemon) serveAPI() (*http.Server, error) {
 	mux.HandleFunc("GET /v1/get", d.handleGet)
 	mux.HandleFunc("GET /v1/pod", d.handlePod)
 	mux.HandleFunc("POST /v1/label", d.handleLabel)
+	mux.HandleFunc("GET /v1/flows", d.handleFlows)
 	mux.HandleFunc("POST /v1/restart-agents", func(w http.ResponseWriter, r *http.Request) {
 		var nodes []string
 		if n := r.URL.Query().Get("nodes"); n != "" {
@@ -268,6 +270,43 @@ func NewClient(lab string) (*Client, error) {
 		},
 	}}}
 	return c, nil
+}
+
+// Stream sends a GET and calls line for each line of the answer until it ends, line returns
+// an error, or ctx is done.
+func (c *Client) Stream(ctx context.Context, path string, query url.Values, line func([]byte) error) error {
+	u := "http://lab" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(resp.Body)
+		var e struct{ Error string }
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("lab daemon: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if err := line(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
 }
 
 // Do sends one request and decodes the JSON answer into out (when out is not nil).

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/podnet/podnet/internal/agent"
+	"github.com/podnet/podnet/internal/flows"
 	"github.com/podnet/podnet/internal/ipam"
 )
 
@@ -46,6 +47,7 @@ type Daemon struct {
 	slices   *endpointSliceController
 	lb       *lbController
 	router   *router
+	flows    *flows.Log // every node's verdict log
 
 	// applyMu serialises applies: admission allocates against what the store holds.
 	applyMu sync.Mutex
@@ -81,7 +83,8 @@ func NewDaemon(cfg Config, opts DaemonOptions) (*Daemon, error) {
 		opts.Log = slog.Default()
 	}
 	d := &Daemon{cfg: cfg, paths: PathsFor(cfg.Name), log: opts.Log, selfExe: opts.SelfExe,
-		cniBinDirs: opts.CNIBinDirs, kubelets: map[string]*kubelet{}, agents: map[string]*agentRun{}}
+		cniBinDirs: opts.CNIBinDirs, kubelets: map[string]*kubelet{}, agents: map[string]*agentRun{},
+		flows: flows.NewLog(flowLogSize)}
 	return d, nil
 }
 
@@ -295,6 +298,9 @@ func (d *Daemon) setNodeReady(ctx context.Context, name string) error {
 	})
 }
 
+// flowLogSize is how many flow records the lab keeps, over all nodes.
+const flowLogSize = 20000
+
 // startAgent runs the node agent of one node inside this process, bound to the node's namespace.
 func (d *Daemon) startAgent(node string) *agentRun {
 	nodeDir := d.paths.NodeDir(node)
@@ -308,6 +314,7 @@ func (d *Daemon) startAgent(node string) *agentRun {
 		CNIConfDir:  filepath.Join(nodeDir, "cni"),
 		IPAMDir:     filepath.Join(nodeDir, "ipam"),
 		CNIBinDirs:  d.cniBinDirs,
+		Flows:       d.flows,
 		Log:         d.log.With("agent", node),
 	})
 	ctx, cancel := context.WithCancel(d.ctx)

@@ -4,13 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/podnet/podnet/internal/netnsutil"
 )
@@ -120,6 +125,35 @@ spec:
 	}
 	if _, stderr, err := podnet("explain", "--lab", lab, "--from", "nsx/nope", "--to", "nsx/b:80"); err == nil || !strings.Contains(stderr, "no pod nope in namespace nsx") {
 		t.Errorf("explain from a missing pod: %v %q", err, stderr)
+	}
+
+	// The denied connections are in the verdict log, logged by b's node with the deciding
+	// policy, and counted for it on that node's metrics port.
+	waitFor(t, "c -> b:80 in the verdict log", 5*time.Second, func() error {
+		out := mustPodnet(t, "flows", "--lab", lab, "--denied", "--pod", "nsx/b", "-o", "json")
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var r struct {
+				Node, Direction, Verdict, SrcPod, DstPod, Protocol string
+				Src, Dst                                           string
+				DstPort                                            int
+				Policies                                           []string
+			}
+			if json.Unmarshal([]byte(line), &r) == nil && r.SrcPod == "nsy/c" && r.DstPort == 80 {
+				if r.Node != "node-2" || r.Direction != "ingress" || r.Verdict != "denied" || r.DstPod != "nsx/b" ||
+					r.Src != ip["c"] || r.Dst != ip["b"] || r.Protocol != "TCP" || strings.Join(r.Policies, ",") != "nsx/b-from-x" {
+					return fmt.Errorf("record %s", line)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no record of nsy/c -> nsx/b:80 in\n%s", out)
+	})
+	if out := mustPodnet(t, "flows", "--lab", lab, "--denied", "--node", "node-2"); !strings.Contains(out, "DENIED ingress TCP nsy/c") || !strings.Contains(out, "by nsx/b-from-x") {
+		t.Errorf("podnet flows text:\n%s", out)
+	}
+	metric := `podnet_policy_denied_packets_total{direction="ingress",namespace="nsx",policy="b-from-x"}`
+	if v := nodeMetric(t, lab, "node-2", metric); v < 1 {
+		t.Errorf("%s on node-2 = %v, want ≥ 1", metric, v)
 	}
 
 	// a (node-1) may not send anything anywhere (egress isolation), replies to its clients pass
@@ -250,4 +284,39 @@ spec:
 		}
 	}
 	t.Logf("new pod %s: friend answered %d times, stranger and neighbour never", newIP, answered["friend>"+newIP])
+}
+
+// nodeMetric reads one sample from a node agent's metrics port (node-ip:10249, inside the node's
+// namespace); -1 when it is not there.
+func nodeMetric(t *testing.T, lab, node, sample string) float64 {
+	t.Helper()
+	out := mustPodnet(t, "get", "node", node, "--lab", lab, "-o", "json")
+	var n corev1.Node
+	if err := json.Unmarshal([]byte(out), &n); err != nil {
+		t.Fatal(err)
+	}
+	var addr string
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			addr = a.Address
+		}
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+		return netnsutil.DialContext(ctx, "/var/run/netns/"+lab+"."+node, network, a)
+	}}
+	resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Get("http://" + net.JoinHostPort(addr, "10249") + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }

@@ -78,7 +78,7 @@ func TestExplain(t *testing.T) {
 		note           string
 	}{
 		{name: "pod to pod by named port's number", from: "x/client", to: "y/web-1:8080",
-			flows: []flow{{"y/web-1 (10.244.2.2:8080)", true, []string{"ALLOW", "allowed by y/web-from-x rule[0] peer[0] port[0]"}}}},
+			flows: []flow{{"y/web-1 (10.244.2.2:8080)", true, []string{"ALLOW", "allowed by y/web-from-x spec.ingress[0]: from[0], ports[0]"}}}},
 		{name: "the same pod on another port", from: "x/client", to: "y/web-1:9090",
 			flows: []flow{{"y/web-1 (10.244.2.2:9090)", false, []string{"DENY", "isolated by y/deny, y/web-from-x",
 				"y/deny: no ingress rules", "y/web-from-x spec.ingress[0]: from matches, ports do not match TCP/9090"}}}},

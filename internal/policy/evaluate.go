@@ -210,8 +210,19 @@ func (d DirectionVerdict) explain(b *strings.Builder, proto corev1.Protocol, por
 	}
 	if d.Allowed {
 		fmt.Fprintf(b, "  %s: allow (%s pod %s isolated by %s)\n", d.Direction, at, d.Pod, strings.Join(names, ", "))
+		field, peerWord := "ingress", "from"
+		if d.Direction == Egress {
+			field, peerWord = "egress", "to"
+		}
 		for _, r := range d.AllowedBy {
-			fmt.Fprintf(b, "    allowed by %s\n", r)
+			peer, port := fmt.Sprintf("%s[%d]", peerWord, r.Peer), fmt.Sprintf("ports[%d]", r.Port)
+			if r.Peer < 0 {
+				peer = "no " + peerWord + " (any peer)"
+			}
+			if r.Port < 0 {
+				port = "no ports (any port)"
+			}
+			fmt.Fprintf(b, "    allowed by %s spec.%s[%d]: %s, %s\n", r.Policy, field, r.Rule, peer, port)
 		}
 		return
 	}

@@ -495,7 +495,7 @@ func TestVerdictDetails(t *testing.T) {
 		t.Errorf("ingress isolated by %v, want %v", v.Ingress.IsolatedBy, wantIso)
 	}
 	ex := v.Explain()
-	for _, s := range []string{"ALLOW", "x/a-in rule[1] peer[0] port[1]", "Egress: allow", "not isolated"} {
+	for _, s := range []string{"ALLOW", "allowed by x/a-in spec.ingress[1]: from[0], ports[1]", "Egress: allow", "not isolated"} {
 		if !strings.Contains(ex, s) {
 			t.Errorf("explain lacks %q:\n%s", s, ex)
 		}
@@ -537,7 +537,7 @@ func TestVerdictDetails(t *testing.T) {
 	if !v.Allowed || !reflect.DeepEqual(v.Egress.AllowedBy, []RuleMatch{{PolicyRef{"x", "b-out"}, 0, -1, -1}}) {
 		t.Fatalf("egress from x/b: %+v", v.Egress)
 	}
-	if v.Ingress.Pod != nil || !strings.Contains(v.Explain(), "peer[any] port[any]") || !strings.Contains(v.Explain(), "not a pod") {
+	if v.Ingress.Pod != nil || !strings.Contains(v.Explain(), "x/b-out spec.egress[0]: no to (any peer), no ports (any port)") || !strings.Contains(v.Explain(), "not a pod") {
 		t.Errorf("explain:\n%s", v.Explain())
 	}
 }

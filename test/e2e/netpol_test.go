@@ -117,7 +117,7 @@ spec:
 		}
 	}
 	out = mustPodnet(t, "explain", "--lab", lab, "--from", "nsx/a", "--to", "nsx/b")
-	for _, want := range []string{"ALLOW " + ip["a"] + " -> " + ip["b"] + " TCP/80", "allowed by nsx/b-from-x rule[0] peer[0] port[0]",
+	for _, want := range []string{"ALLOW " + ip["a"] + " -> " + ip["b"] + " TCP/80", "allowed by nsx/b-from-x spec.ingress[0]: from[0], ports[0]",
 		"DENY " + ip["a"] + " -> " + ip["b"] + " TCP/81", "ports do not match TCP/81"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("explain nsx/a -> nsx/b lacks %q:\n%s", want, out)

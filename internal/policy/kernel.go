@@ -26,7 +26,7 @@ type Kernel struct {
 
 // NewKernel opens a lasting nftables connection into the namespace of netnsFD (-1: our own).
 func NewKernel(netnsFD int) (*Kernel, error) {
-	opts := []nftables.ConnOption{nftables.AsLasting()}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(proxy.BigBuffers)}
 	if netnsFD >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFD))
 	}
@@ -39,6 +39,11 @@ func NewKernel(netnsFD int) (*Kernel, error) {
 
 // Close releases the netlink socket; the table stays.
 func (k *Kernel) Close() error { return k.conn.CloseLasting() }
+
+// perMessage is how many elements go in one netlink message: an allow-set element (key and
+// key end, 16 bytes each, with their attribute headers) takes under 100 bytes, and a message's
+// element list is one attribute of at most 64 KiB.
+const perMessage = 500
 
 func elemID(e Element) string { return string(e.Key) + "/" + string(e.KeyEnd) }
 
@@ -82,6 +87,9 @@ func (k *Kernel) Apply(rs *Ruleset) (int, error) {
 	if k.cur == nil || k.text != chainsText(rs) {
 		return k.rebuild(rs)
 	}
+	if k.rebuildCheaper(rs) {
+		return k.rebuild(rs)
+	}
 	c := k.conn
 	changed := 0
 	next := map[string]map[string]Element{}
@@ -105,15 +113,11 @@ func (k *Kernel) Apply(rs *Ruleset) (int, error) {
 		sortElems(del)
 		sortElems(add)
 		ns := nftSet(s, k.table)
-		if len(del) > 0 {
-			if err := c.SetDeleteElements(ns, nftElems(s, del)); err != nil {
-				return 0, err
-			}
+		if err := proxy.QueueElements(c, ns, nftElems(s, del), true, perMessage); err != nil {
+			return 0, err
 		}
-		if len(add) > 0 {
-			if err := c.SetAddElements(ns, nftElems(s, add)); err != nil {
-				return 0, err
-			}
+		if err := proxy.QueueElements(c, ns, nftElems(s, add), false, perMessage); err != nil {
+			return 0, err
 		}
 		changed += len(del) + len(add)
 	}
@@ -126,6 +130,29 @@ func (k *Kernel) Apply(rs *Ruleset) (int, error) {
 	}
 	k.cur = next
 	return changed, nil
+}
+
+// rebuildCheaper says whether replacing the whole table costs less than deleting elements one
+// by one. The kernel's set type for concatenated ranges (pipapo) deletes an element in time
+// that grows with the set (measured on 6.18: about 15 ms each in a set of 10,000, where adding is
+// some 25 µs), while building a table costs about 12 µs per element however many there are. A
+// rebuild is one transaction too: no packet ever sees a table without rules.
+func (k *Kernel) rebuildCheaper(rs *Ruleset) bool {
+	total, cost := 0, 0
+	for _, s := range rs.Sets {
+		total += len(s.Elements)
+		if !s.Interval {
+			continue
+		}
+		dels := 0
+		for id, e := range k.cur[s.Name] {
+			if w, ok := s.Elements[string(e.Key)]; !ok || elemID(w) != id {
+				dels++
+			}
+		}
+		cost += dels * len(k.cur[s.Name])
+	}
+	return cost > 8*total
 }
 
 func sortElems(es []Element) {
@@ -154,7 +181,10 @@ func (k *Kernel) rebuild(rs *Ruleset) (int, error) {
 	for _, s := range rs.Sets {
 		els := s.SortedElements()
 		ns := nftSet(s, k.table)
-		if err := c.AddSet(ns, nftElems(s, els)); err != nil {
+		if err := c.AddSet(ns, nil); err != nil {
+			return 0, err
+		}
+		if err := proxy.QueueElements(c, ns, nftElems(s, els), false, perMessage); err != nil {
 			return 0, err
 		}
 		m := map[string]Element{}

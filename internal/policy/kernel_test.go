@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podnet/podnet/internal/netnsutil"
 	"github.com/podnet/podnet/internal/nstest"
@@ -155,5 +156,74 @@ func TestKernelEnforces(t *testing.T) {
 	out, _ := exec.Command("ip", "netns", "exec", node, "nft", "list", "chain", "ip", TableName, ChainPending).CombinedOutput()
 	if strings.Contains(string(out), "accept") {
 		t.Errorf("the foreign rule survived the rebuild:\n%s", out)
+	}
+}
+
+// TestKernelLargeTable programs a table far larger than one netlink message (thousands of
+// interval elements), in one transaction, and changes it by elements.
+func TestKernelLargeTable(t *testing.T) {
+	node, _ := nstest.New(t, "polbig")
+	h, err := netns.GetFromName(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var pods []*corev1.Pod
+	var local []netip.Addr
+	for i := 0; i < 2000; i++ {
+		ip := netip.AddrFrom4([4]byte{10, 250, byte(i / 250), byte(i%250 + 2)})
+		local = append(local, ip)
+		pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: fmt.Sprint("p", i), Labels: map[string]string{"app": fmt.Sprint(i % 7)}},
+			Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip.String()}})
+	}
+	nss := []*corev1.Namespace{{ObjectMeta: metav1.ObjectMeta{Name: "x"}}}
+	tcp := corev1.ProtocolTCP
+	pol := func(name string, cidrs ...string) *networkingv1.NetworkPolicy {
+		var peers []networkingv1.NetworkPolicyPeer
+		for _, c := range cidrs {
+			peers = append(peers, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: c}})
+		}
+		port := intstr.FromInt32(443)
+		return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "x", Name: name},
+			Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{From: peers,
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &port}}}}}}
+	}
+	k, err := NewKernel(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.250.0.0/16")}
+	pols := []*networkingv1.NetworkPolicy{pol("a", "192.168.1.0/24", "192.168.3.0/24", "172.16.0.0/12")}
+	rs := Render(Compile(pols, pods, nss), NodeInfo{LocalPodIPs: local, PodCIDRs: cidrs})
+	want := len(rs.Set(SetIngressAllow).Elements)
+	if want < 5000 {
+		t.Fatalf("only %d elements: not a large table", want)
+	}
+	t0 := time.Now()
+	if _, err := k.Apply(rs); err != nil {
+		t.Fatalf("apply %d elements: %v", want, err)
+	}
+	t.Logf("first apply of %d elements: %v", want, time.Since(t0))
+	count := func() int {
+		out, err := exec.Command("ip", "netns", "exec", node, "nft", "-j", "list", "set", "ip", TableName, SetIngressAllow).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(out), `"concat"`) // one per element
+	}
+	if got := count(); got != want {
+		t.Fatalf("kernel holds %d ingress-allow elements, want %d", got, want)
+	}
+	pols = append(pols, pol("b", "192.168.2.0/24"))
+	rs = Render(Compile(pols, pods, nss), NodeInfo{LocalPodIPs: local, PodCIDRs: cidrs})
+	t0 = time.Now()
+	n, err := k.Apply(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("change of %d elements: %v", n, time.Since(t0))
+	if got, want := count(), len(rs.Set(SetIngressAllow).Elements); got != want || n == 0 {
+		t.Fatalf("after a change of %d elements the kernel holds %d, want %d", n, got, want)
 	}
 }

@@ -63,7 +63,7 @@ func (s ApplyStats) Changed() bool {
 // NewKernel opens a lasting nftables connection into the namespace whose file descriptor is
 // netnsFD (-1 for the caller's own namespace).
 func NewKernel(netnsFD int) (*Kernel, error) {
-	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers)}
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(BigBuffers)}
 	if netnsFD >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(netnsFD))
 	}
@@ -77,8 +77,9 @@ func NewKernel(netnsFD int) (*Kernel, error) {
 // Close releases the netlink socket. The table stays.
 func (k *Kernel) Close() error { return k.conn.CloseLasting() }
 
-// bigBuffers lets one transaction carry tens of thousands of elements and their acks.
-func bigBuffers(c *netlink.Conn) error {
+// BigBuffers (a socket option for nftables.New) lets one transaction carry tens of thousands
+// of elements and their acks.
+func BigBuffers(c *netlink.Conn) error {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
@@ -310,13 +311,19 @@ const chunk = 1000 // elements per netlink message (an attribute is at most 64 K
 // queueElements adds element additions or deletions to the pending transaction, in messages
 // small enough for netlink.
 func (k *Kernel) queueElements(s *nftables.Set, els []nftables.SetElement, del bool) error {
-	for i := 0; i < len(els); i += chunk {
-		part := els[i:min(i+chunk, len(els))]
+	return QueueElements(k.conn, s, els, del, chunk)
+}
+
+// QueueElements adds element additions (or deletions) to c's pending transaction, per elements
+// to a netlink message: a message's element list is one attribute, at most 64 KiB.
+func QueueElements(c *nftables.Conn, s *nftables.Set, els []nftables.SetElement, del bool, per int) error {
+	for i := 0; i < len(els); i += per {
+		part := els[i:min(i+per, len(els))]
 		var err error
 		if del {
-			err = k.conn.SetDeleteElements(s, part)
+			err = c.SetDeleteElements(s, part)
 		} else {
-			err = k.conn.SetAddElements(s, part)
+			err = c.SetAddElements(s, part)
 		}
 		if err != nil {
 			return err

@@ -7,3 +7,8 @@ import _ "embed"
 //
 //go:embed demo.yaml
 var Demo []byte
+
+// DemoPolicy is the NetworkPolicy `podnet demo` applies to the app.
+//
+//go:embed demo-policy.yaml
+var DemoPolicy []byte

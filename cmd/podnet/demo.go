@@ -16,8 +16,11 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/podnet/podnet/examples"
+	"github.com/podnet/podnet/internal/check"
+	"github.com/podnet/podnet/internal/flows"
 	"github.com/podnet/podnet/internal/lab"
 	"github.com/podnet/podnet/internal/workload"
 )
@@ -140,6 +143,9 @@ func runDemo(ctx context.Context, cfg lab.Config, keep bool) (err error) {
 	if err := demoService(ctx, cl, exe, cfg, pods); err != nil {
 		return err
 	}
+	if err := demoPolicy(ctx, cl, exe, cfg, pods); err != nil {
+		return err
+	}
 	if keep {
 		fmt.Printf("the lab is kept: try `podnet get pods -A -o wide --lab %s`, `podnet exec --lab %s -n demo client -- ip route`; remove it with `podnet lab down --name %s`\n", cfg.Name, cfg.Name, cfg.Name)
 	}
@@ -237,4 +243,99 @@ func probeFrom(ctx context.Context, exe, netns, proto, addr string) (workload.Re
 	}
 	err = json.Unmarshal(out, &r)
 	return r, err
+}
+
+// demoPolicy applies a NetworkPolicy that the client does not satisfy, shows its connection
+// dropped, explained and logged, then labels the client and shows it allowed.
+func demoPolicy(ctx context.Context, cl *lab.Client, exe string, cfg lab.Config, pods []demoPod) error {
+	var client, web demoPod
+	for _, p := range pods {
+		if p.name == "client" {
+			client = p
+		} else if web.name == "" && p.node != "node-1" {
+			web = p
+		}
+	}
+	if web.name == "" {
+		for _, p := range pods {
+			if p.name != "client" {
+				web = p
+			}
+		}
+	}
+	fmt.Printf("\n==> podnet apply --wait -f examples/demo-policy.yaml   (web takes HTTP only from role=frontend)\n")
+	var res lab.Result
+	if err := cl.Do(ctx, "POST", "/v1/apply", url.Values{"wait": {"1m"}, "source": {"examples/demo-policy.yaml"}}, examples.DemoPolicy, &res); err != nil {
+		return err
+	}
+	for _, l := range res.Lines {
+		fmt.Println(l)
+	}
+	target := net.JoinHostPort(web.ip, "8080")
+	fmt.Printf("\n==> client -> %s %s: ", web.name, target)
+	if r, err := probeFrom(ctx, exe, client.netns, "tcp", target); err == nil {
+		return fmt.Errorf("the policy should drop the client's connection, but %s answered", r.Pod)
+	}
+	fmt.Printf("no answer (dropped)\n")
+
+	rc, err := lab.RestConfig(cfg.Name)
+	if err != nil {
+		return err
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	explain := func() (*check.Result, error) {
+		snap, err := check.Load(ctx, kc)
+		if err != nil {
+			return nil, err
+		}
+		return check.Explain(snap, "demo/client", "demo/"+web.name+":8080", "")
+	}
+	ex, err := explain()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n==> podnet explain --from demo/client --to demo/%s:8080\n%s", web.name, ex.Format())
+	if ex.Allowed() {
+		return fmt.Errorf("explain allows what the kernel dropped")
+	}
+
+	var recs []flows.Record
+	deadline := time.Now().Add(3 * time.Second)
+	for len(recs) == 0 && time.Now().Before(deadline) {
+		if err := cl.Do(ctx, "GET", "/v1/flows", url.Values{"verdict": {flows.Denied}, "pod": {"demo/client"}}, nil, &recs); err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if len(recs) == 0 {
+		return fmt.Errorf("the verdict log has no record of the dropped connection")
+	}
+	fmt.Printf("\n==> podnet flows --denied --pod demo/client\n")
+	for _, r := range recs {
+		fmt.Println(r.String())
+	}
+
+	fmt.Printf("\n==> podnet label pod -n demo client role=frontend --wait\n")
+	body, _ := json.Marshal(lab.LabelRequest{Kind: "Pod", Namespace: "demo", Name: "client", Set: map[string]string{"role": "frontend"}})
+	var out map[string]string
+	if err := cl.Do(ctx, "POST", "/v1/label", url.Values{"wait": {"1"}}, body, &out); err != nil {
+		return err
+	}
+	fmt.Println(out["message"])
+	r, err := probeFrom(ctx, exe, client.netns, "tcp", target)
+	if err != nil {
+		return fmt.Errorf("the client, now role=frontend, should reach %s: %w", web.name, err)
+	}
+	fmt.Printf("\n==> client -> %s %s: answered by %s\n", web.name, target, r.Pod)
+	if ex, err = explain(); err != nil {
+		return err
+	}
+	fmt.Printf("\n==> podnet explain --from demo/client --to demo/%s:8080\n%s", web.name, ex.Format())
+	fmt.Printf("\nthe policy dropped the client until its label matched; explain named the policy and rule each time.\n")
+	return nil
 }

@@ -31,6 +31,7 @@ bench: build
 	$(GO) run ./bench/throughput
 	$(GO) run ./bench/services
 	$(GO) run ./bench/dns
+	$(GO) run ./bench/policy
 
 clean:
 	rm -rf $(BIN)

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/podnet/podnet/internal/policy"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 // objects is one state of the cluster as the agent's listers hold it.
@@ -57,8 +59,8 @@ type change struct {
 	failed  string
 }
 
-func controlPlane(ctx context.Context, e *env, t *table, sizes []size) error {
-	t.section(fmt.Sprintf("1. control plane, node-0 holds 1/%d of the pods. Build: Compile + Render + first Apply in a fresh namespace, median of ≤ %d; "+
+func controlPlane(ctx context.Context, e *env, t *benchenv.Table, sizes []size) error {
+	t.Section(fmt.Sprintf("1. control plane, node-0 holds 1/%d of the pods. Build: Compile + Render + first Apply in a fresh namespace, median of ≤ %d; "+
 		"one change (and its undo) = full Compile + Render + Apply (element diff, or the Kernel's own choice of an atomic rebuild), median of ≤ %d",
 		numNodes, *flagCPRuns, *flagReps))
 	for _, sz := range sizes {
@@ -69,7 +71,7 @@ func controlPlane(ctx context.Context, e *env, t *table, sizes []size) error {
 	return nil
 }
 
-func controlSize(ctx context.Context, e *env, t *table, sz size) error {
+func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error {
 	c := genCluster(sz.pods, sz.policies)
 	base := objects{c.policies, c.pods, c.namespaces}
 	local := localIPs(c.pods, localNode)
@@ -159,17 +161,17 @@ func controlSize(ctx context.Context, e *env, t *table, sz size) error {
 	}
 	cm, rm, am := medianDur(compiles), medianDur(renders), medianDur(applies)
 	fmt.Printf("  %s: compile %s, render %s, first apply %s, %d elements (%.1f s for this size)\n", sz, ms(cm), ms(rm), ms(am), total, time.Since(sizeStart).Seconds())
-	t.add(fmt.Sprintf("%s: build (%d local pods, %d elements)", sz, len(local), total), ms(cm+rm+am), "",
+	t.Add(fmt.Sprintf("%s: build (%d local pods, %d elements)", sz, len(local), total), ms(cm+rm+am), "",
 		fmt.Sprintf("Compile %s + Render %s + first Apply %s (n=%d); sets %s", ms(cm), ms(rm), ms(am), len(applies), setSummary(per)))
 	if diff, err := verify(int(kns.h), rs); err != nil {
 		return err
 	} else if diff != "" {
 		fmt.Printf("  %s: WARNING: after the changes, the %s\n", sz, diff)
-		t.add("    WARNING: the table differs after the changes", "", "", diff)
+		t.Add("    WARNING: the table differs after the changes", "", "", diff)
 	}
 	for _, ch := range changes {
 		if ch.failed != "" {
-			t.add("    "+ch.name, "FAILED", "", ch.failed)
+			t.Add("    "+ch.name, "FAILED", "", ch.failed)
 			continue
 		}
 		var tot, cs, rsd, as []time.Duration
@@ -183,7 +185,7 @@ func controlSize(ctx context.Context, e *env, t *table, sz size) error {
 		case ch.rebuilt > 0:
 			how = fmt.Sprintf("%d of %d times the Kernel rebuilt the whole table instead", ch.rebuilt, len(ch.samples))
 		}
-		t.add("    "+ch.name, ms(medianDur(tot)), fmt.Sprintf("%.2f of build", float64(medianDur(tot))/float64(cm+rm+am)),
+		t.Add("    "+ch.name, ms(medianDur(tot)), fmt.Sprintf("%.2f of build", float64(medianDur(tot))/float64(cm+rm+am)),
 			fmt.Sprintf("Compile %s + Render %s + Apply %s; diff %s; %s; n=%d",
 				ms(medianDur(cs)), ms(medianDur(rsd)), ms(medianDur(as)), ch.diff, how, len(ch.samples)))
 	}
@@ -198,7 +200,7 @@ func controlSize(ctx context.Context, e *env, t *table, sz size) error {
 		}
 		same = append(same, time.Since(t0))
 	}
-	t.add("    Kernel.Apply of the unchanged table (its diff alone)", ms(medianDur(same)), "", "median of 3; no transaction is sent")
+	t.Add("    Kernel.Apply of the unchanged table (its diff alone)", ms(medianDur(same)), "", "median of 3; no transaction is sent")
 	var raw []string
 	for _, set := range []string{policy.SetEgressAllow, policy.SetIngressAllow} {
 		add, del, err := rawCommit(int(kns.h), set, 3)
@@ -207,7 +209,7 @@ func controlSize(ctx context.Context, e *env, t *table, sz size) error {
 		}
 		raw = append(raw, fmt.Sprintf("%s (%d): add %s, delete %s", set, per[set], ms(add), ms(del)))
 	}
-	t.add("    kernel alone: one transaction of 1 element", "", "", strings.Join(raw, "; ")+" (median of 3, netlink straight)")
+	t.Add("    kernel alone: one transaction of 1 element", "", "", strings.Join(raw, "; ")+" (median of 3, netlink straight)")
 	return nil
 }
 

@@ -18,6 +18,8 @@ import (
 
 	"github.com/podnet/podnet/internal/netnsutil"
 	"github.com/podnet/podnet/internal/policy"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 // lab is node-0 as a namespace with a bridge, and two real pods on it whose addresses are the
@@ -328,8 +330,8 @@ func measureFlip(ctx context.Context, l *lab, k *policy.Kernel, o objects, deny 
 	return f, nil
 }
 
-func enforce(ctx context.Context, e *env, t *table, l *lab, sizes []size) error {
-	t.section(fmt.Sprintf("2. change → enforced on node-0, probing client pod → server pod TCP %d every %s (no answer in %s = denied); median of %d rounds. "+
+func enforce(ctx context.Context, e *env, t *benchenv.Table, l *lab, sizes []size) error {
+	t.Section(fmt.Sprintf("2. change → enforced on node-0, probing client pod → server pod TCP %d every %s (no answer in %s = denied); median of %d rounds. "+
 		"Per node: every node's agent recomputes independently, so on nodes with their own CPUs this is the all-nodes figure; "+
 		"not included: informer delivery and the runner's 10 ms minimum interval", probePort, *flagPeriod, *flagTimeout, *flagRounds))
 	for _, sz := range sizes {
@@ -340,7 +342,7 @@ func enforce(ctx context.Context, e *env, t *table, l *lab, sizes []size) error 
 	return nil
 }
 
-func enforceSize(ctx context.Context, t *table, l *lab, sz size) error {
+func enforceSize(ctx context.Context, t *benchenv.Table, l *lab, sz size) error {
 	c := genCluster(sz.pods, sz.policies)
 	base := objects{c.policies, c.pods, c.namespaces}
 	with := func(np *networkingv1.NetworkPolicy) objects {
@@ -400,14 +402,14 @@ func enforceSize(ctx context.Context, t *table, l *lab, sz size) error {
 		if flaps > 0 || pre > 0 {
 			notes += fmt.Sprintf("; WARNING %d probes flapped back, %d had the wrong verdict before the change", flaps, pre)
 		}
-		t.add("    "+name, ms(medianDur(lat)), fmt.Sprintf("%.2f of 1 s", medianDur(lat).Seconds()), notes)
+		t.Add("    "+name, ms(medianDur(lat)), fmt.Sprintf("%.2f of 1 s", medianDur(lat).Seconds()), notes)
 	}
-	t.add(fmt.Sprintf("%s (+2 probe pods; node-0 table: %d elements, Compile+Render %s + first Apply %s)", sz, total, ms(built), ms(inst)), "", "", "")
+	t.Add(fmt.Sprintf("%s (+2 probe pods; node-0 table: %d elements, Compile+Render %s + first Apply %s)", sz, total, ms(built), ms(inst)), "", "", "")
 	if diff, err := verify(int(l.node.h), rs); err != nil {
 		return err
 	} else if diff != "" {
 		fmt.Printf("  %s: WARNING: after the rounds, the %s\n", sz, diff)
-		t.add("    WARNING: the table differs after the rounds", "", "", diff)
+		t.Add("    WARNING: the table differs after the rounds", "", "", diff)
 	}
 	row("add a policy that denies client → server", denies)
 	row("change it to allow the client", allows)

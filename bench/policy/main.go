@@ -219,41 +219,6 @@ func verdict(ok bool) string {
 	return "MISSED"
 }
 
-// table collects the output rows.
-type table struct {
-	rows [][4]string // what, value, ratio, notes
-}
-
-func (t *table) section(s string) { t.rows = append(t.rows, [4]string{"§" + s}) }
-
-func (t *table) add(what, value, ratio, notes string) {
-	t.rows = append(t.rows, [4]string{what, value, ratio, notes})
-}
-
-func (t *table) print() {
-	w := [3]int{}
-	for _, r := range t.rows {
-		if strings.HasPrefix(r[0], "§") {
-			continue
-		}
-		for i := 0; i < 3; i++ {
-			w[i] = max(w[i], len([]rune(r[i])))
-		}
-	}
-	pad := func(s string, n int) string { return s + strings.Repeat(" ", max(0, n-len([]rune(s)))) }
-	line := strings.Repeat("-", w[0]+w[1]+w[2]+50)
-	fmt.Printf("%s  %s  %s  %s\n", pad("measurement", w[0]), pad("value", w[1]), pad("ratio", w[2]), "target / notes")
-	for _, r := range t.rows {
-		if strings.HasPrefix(r[0], "§") {
-			fmt.Println(line)
-			fmt.Println(strings.TrimPrefix(r[0], "§"))
-			continue
-		}
-		fmt.Printf("%s  %s  %s  %s\n", pad(r[0], w[0]), pad(r[1], w[1]), pad(r[2], w[2]), r[3])
-	}
-	fmt.Println(line)
-}
-
 func bench(ctx context.Context, e *env) error {
 	cpSizes, err := parseSizes("cp", *flagCP)
 	if err != nil {
@@ -267,7 +232,7 @@ func bench(ctx context.Context, e *env) error {
 	fmt.Printf("podnet NetworkPolicy benchmark: kernel %s, %d CPUs, namespaces %s-*\n", kernelRelease(), runtime.NumCPU(), e.ID)
 	fmt.Printf("synthetic cluster: %d nodes, pods round robin, the measured node (node-0) holds 1/%d of them; pod CIDR per node /22\n",
 		numNodes, numNodes)
-	t := &table{}
+	t := &benchenv.Table{Last: "target / notes"}
 
 	fmt.Println("[1/3] control plane: Compile, Render, first Apply, one-object changes…")
 	if err := controlPlane(ctx, e, t, cpSizes); err != nil {
@@ -286,6 +251,6 @@ func bench(ctx context.Context, e *env) error {
 		return err
 	}
 	fmt.Printf("\npodnet internal/policy, kernel %s, %d CPUs, one run (%.0f s).\n\n", kernelRelease(), runtime.NumCPU(), time.Since(start).Seconds())
-	t.print()
+	t.Print()
 	return nil
 }

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/internal/policy"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 // tpScenario is one state of node-0's policy table.
@@ -30,7 +32,7 @@ type tpScenario struct {
 	failed  []string  // connection attempts that failed
 }
 
-func throughput(ctx context.Context, t *table, l *lab) error {
+func throughput(ctx context.Context, t *benchenv.Table, l *lab) error {
 	c := genCluster(*flagTPPods, 0)
 	pols := c.throughputPolicies(*flagTPPols)
 	big := policy.Render(policy.Compile(pols, c.pods, c.namespaces), nodeInfo(c.pods, localNode))
@@ -97,7 +99,7 @@ func throughput(ctx context.Context, t *table, l *lab) error {
 		}
 	}
 
-	t.section(fmt.Sprintf("3. client pod → server pod across node-0's bridge; (b): %s policies in the pods' namespace select both (ingress + egress), %s synthetic pods as peers; "+
+	t.Section(fmt.Sprintf("3. client pod → server pod across node-0's bridge; (b): %s policies in the pods' namespace select both (ingress + egress), %s synthetic pods as peers; "+
 		"node-0 table %d elements (%s). Runs alternate; median of %d", kfmt(*flagTPPols), kfmt(*flagTPPods), bigN, setSummary(bigPer), *flagRuns))
 	runs := func(xs []float64, scale float64, f string) string {
 		var p []string
@@ -116,9 +118,9 @@ func throughput(ctx context.Context, t *table, l *lab) error {
 				notes = fmt.Sprintf("≥ 0.95 %s; %s", verdict(q >= 0.95), notes)
 			}
 		}
-		t.add(fmt.Sprintf("iperf3 TCP %d s, %s", *flagDuration, s.name), fmt.Sprintf("%.2f Gbit/s", median(s.iperf)/1e9), ratio, notes)
+		t.Add(fmt.Sprintf("iperf3 TCP %d s, %s", *flagDuration, s.name), fmt.Sprintf("%.2f Gbit/s", median(s.iperf)/1e9), ratio, notes)
 	}
-	t.add("    (b)/(c): the policies alone", "", fmt.Sprintf("%.3f", median(loaded.iperf)/median(emptyT.iperf)),
+	t.Add("    (b)/(c): the policies alone", "", fmt.Sprintf("%.3f", median(loaded.iperf)/median(emptyT.iperf)),
 		fmt.Sprintf("paired %.3f; an established connection's packets leave at the first rule (ct state established), so (b) ≈ (c) is expected; (a)→(c) is conntrack", pairedRatio(loaded.iperf, emptyT.iperf)))
 	for _, s := range []*tpScenario{none, emptyT, loaded} {
 		ratio := "baseline"
@@ -132,9 +134,9 @@ func throughput(ctx context.Context, t *table, l *lab) error {
 		if len(s.failed) > 0 {
 			notes += fmt.Sprintf("; %d attempts failed (%s)", len(s.failed), s.failed[0])
 		}
-		t.add(fmt.Sprintf("new TCP conn/s (%d threads), %s", *flagWorkers, s.name), fmt.Sprintf("%.0f/s", median(s.conns)), ratio, notes)
+		t.Add(fmt.Sprintf("new TCP conn/s (%d threads), %s", *flagWorkers, s.name), fmt.Sprintf("%.0f/s", median(s.conns)), ratio, notes)
 	}
-	t.add("    (b)/(c): the allow-set lookups alone", "", fmt.Sprintf("%.3f", median(loaded.conns)/median(emptyT.conns)),
+	t.Add("    (b)/(c): the allow-set lookups alone", "", fmt.Sprintf("%.3f", median(loaded.conns)/median(emptyT.conns)),
 		fmt.Sprintf("paired %.3f; every new connection is looked up in both allow sets; (a) has no conntrack in node-0 at all, (b) and (c) do",
 			pairedRatio(loaded.conns, emptyT.conns)))
 	return nil
@@ -268,7 +270,7 @@ func connRate(ctx context.Context, l *lab, d time.Duration, workers int) (float6
 				}
 				unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 				unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv)
-				if err := connect(fd, sa); err != nil {
+				if err := benchenv.Connect(fd, sa); err != nil {
 					mu.Lock()
 					failed = append(failed, err.Error())
 					mu.Unlock()
@@ -289,35 +291,4 @@ func connRate(ctx context.Context, l *lab, d time.Duration, workers int) (float6
 		return 0, nil, ctx.Err()
 	}
 	return float64(ok.Load()) / elapsed.Seconds(), failed, nil
-}
-
-// connect is a blocking connect that, when a signal interrupts it (the Go runtime's preemption
-// does), waits for the handshake to finish instead of giving up.
-func connect(fd int, sa *unix.SockaddrInet4) error {
-	err := unix.Connect(fd, sa)
-	if err != unix.EINTR {
-		return err
-	}
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	for {
-		n, err := unix.Poll(pfd, 1000)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return unix.ETIMEDOUT
-		}
-		break
-	}
-	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	if err != nil {
-		return err
-	}
-	if soerr != 0 {
-		return unix.Errno(soerr)
-	}
-	return nil
 }

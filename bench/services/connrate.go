@@ -19,6 +19,8 @@ import (
 
 	"github.com/podnet/podnet/internal/netnsutil"
 	"github.com/podnet/podnet/internal/proxy"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 var (
@@ -293,33 +295,7 @@ func oneConn(sa *unix.SockaddrInet4, buf []byte) error {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return err
 	}
-	err = unix.Connect(fd, sa)
-	if err == unix.EINTR {
-		// Interrupted, the handshake goes on: wait for it to finish (with a timeout set on the
-		// socket, connect is not restarted after a signal).
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		for {
-			n, perr := unix.Poll(pfd, 1000)
-			if perr == unix.EINTR {
-				continue
-			}
-			if perr != nil {
-				return perr
-			}
-			if n == 0 {
-				return unix.ETIMEDOUT
-			}
-			break
-		}
-		soerr, gerr := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if gerr != nil {
-			return gerr
-		}
-		if soerr != 0 {
-			return unix.Errno(soerr)
-		}
-		err = nil
-	}
+	err = benchenv.Connect(fd, sa)
 	if err != nil {
 		return err
 	}

@@ -143,41 +143,6 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-// table collects the output rows.
-type table struct {
-	rows [][4]string // what, value, ratio, target
-}
-
-func (t *table) section(s string) { t.rows = append(t.rows, [4]string{"§" + s}) }
-
-func (t *table) add(what, value, ratio, target string) {
-	t.rows = append(t.rows, [4]string{what, value, ratio, target})
-}
-
-func (t *table) print() {
-	w := [3]int{}
-	for _, r := range t.rows {
-		if strings.HasPrefix(r[0], "§") {
-			continue
-		}
-		for i := 0; i < 3; i++ {
-			w[i] = max(w[i], len([]rune(r[i])))
-		}
-	}
-	pad := func(s string, n int) string { return s + strings.Repeat(" ", max(0, n-len([]rune(s)))) }
-	line := strings.Repeat("-", w[0]+w[1]+w[2]+40)
-	fmt.Printf("%s  %s  %s  %s\n", pad("measurement", w[0]), pad("value", w[1]), pad("ratio", w[2]), "target / reference")
-	for _, r := range t.rows {
-		if strings.HasPrefix(r[0], "§") {
-			fmt.Println(line)
-			fmt.Println(strings.TrimPrefix(r[0], "§"))
-			continue
-		}
-		fmt.Printf("%s  %s  %s  %s\n", pad(r[0], w[0]), pad(r[1], w[1]), pad(r[2], w[2]), r[3])
-	}
-	fmt.Println(line)
-}
-
 func bench(ctx context.Context, e *env) error {
 	var sizes []int
 	for _, s := range strings.Split(*flagSizes, ",") {
@@ -189,7 +154,7 @@ func bench(ctx context.Context, e *env) error {
 	}
 	loaded := *flagLoaded
 	fmt.Printf("podnet Service proxy benchmark: kernel %s, %d CPUs, namespaces %s-*\n", kernelRelease(), runtime.NumCPU(), e.ID)
-	t := &table{}
+	t := &benchenv.Table{Last: "target / reference"}
 
 	// 1. Full sync.
 	fmt.Println("[1/3] full sync…")
@@ -197,14 +162,14 @@ func bench(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	t.section(fmt.Sprintf("1. full sync: Render + Kernel.Apply into an empty table, fresh namespace each run, median of %d", *flagSyncRuns))
+	t.Section(fmt.Sprintf("1. full sync: Render + Kernel.Apply into an empty table, fresh namespace each run, median of %d", *flagSyncRuns))
 	for _, r := range full {
 		ratio, target := "", ""
 		if r.services == 10000 {
 			ratio = fmt.Sprintf("%.2f× target", r.total.Seconds()/1.0)
 			target = fmt.Sprintf("≤ 1 s %s; kube-proxy nftables 16 s (%.0f× slower)", verdict(r.total.Seconds() <= 1.0), 16/r.total.Seconds())
 		}
-		t.add(fmt.Sprintf("%s Services × 3 eps (%d elements, %d chains)", kfmt(r.services), r.elements, r.chains),
+		t.Add(fmt.Sprintf("%s Services × 3 eps (%d elements, %d chains)", kfmt(r.services), r.elements, r.chains),
 			fmt.Sprintf("%.3f s", r.total.Seconds()),
 			ratio,
 			strings.TrimSpace(fmt.Sprintf("Render %.3f s + Apply %.3f s %s", r.render.Seconds(), r.apply.Seconds(), target)))
@@ -223,21 +188,21 @@ func bench(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	t.section(fmt.Sprintf("2. one change, Proxier.Sync (partial) over listers of %s (resp. 1) Services + EndpointSlices, median of %d; ratio %s/1 loaded (want ≈ 1.0); target ≤ 10 ms (kube-proxy 141–227 ms)",
+	t.Section(fmt.Sprintf("2. one change, Proxier.Sync (partial) over listers of %s (resp. 1) Services + EndpointSlices, median of %d; ratio %s/1 loaded (want ≈ 1.0); target ≤ 10 ms (kube-proxy 141–227 ms)",
 		kfmt(loaded), *flagReps, kfmt(loaded)))
 	for _, op := range incOps {
 		b, o := incBig.ops[op], incOne.ops[op]
-		t.add(op+": Proxier.Sync total", ms(b.total), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(b.total, o.total), ms(o.total)),
+		t.Add(op+": Proxier.Sync total", ms(b.total), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(b.total, o.total), ms(o.total)),
 			fmt.Sprintf("≤ 10 ms %s; partial, +%d/-%d elements, no chains", verdict(b.total <= 10*time.Millisecond), b.added, b.removed))
-		t.add("    Render (lister get + RenderPort + Delta)", ms(b.render), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(b.render, o.render), ms(o.render)), "")
-		t.add("    ApplyDelta (Total − Render)", ms(b.apply), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(b.apply, o.apply), ms(o.apply)), "")
+		t.Add("    Render (lister get + RenderPort + Delta)", ms(b.render), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(b.render, o.render), ms(o.render)), "")
+		t.Add("    ApplyDelta (Total − Render)", ms(b.apply), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(b.apply, o.apply), ms(o.apply)), "")
 	}
-	t.add(fmt.Sprintf("full resync at %s (Proxier, nothing changed)", kfmt(loaded)), ms(incBig.fullTotal),
+	t.Add(fmt.Sprintf("full resync at %s (Proxier, nothing changed)", kfmt(loaded)), ms(incBig.fullTotal),
 		fmt.Sprintf("%.0f (1 loaded: %s)", ratioDur(incBig.fullTotal, incOne.fullTotal), ms(incOne.fullTotal)),
 		fmt.Sprintf("reference: list + Render %s, Apply %s (diff of every element + empty commit)", ms(incBig.fullRender), ms(incBig.fullApply)))
-	t.add("  raw commit: add 1 element", ms(incBig.rawAdd), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(incBig.rawAdd, incOne.rawAdd), ms(incOne.rawAdd)), "netlink straight, no Render/diff")
-	t.add("  raw commit: delete 1 element", ms(incBig.rawDel), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(incBig.rawDel, incOne.rawDel), ms(incOne.rawDel)), "")
-	t.add("  raw commit: replace 1 element (del+add)", ms(incBig.rawRepl), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(incBig.rawRepl, incOne.rawRepl), ms(incOne.rawRepl)), "")
+	t.Add("  raw commit: add 1 element", ms(incBig.rawAdd), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(incBig.rawAdd, incOne.rawAdd), ms(incOne.rawAdd)), "netlink straight, no Render/diff")
+	t.Add("  raw commit: delete 1 element", ms(incBig.rawDel), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(incBig.rawDel, incOne.rawDel), ms(incOne.rawDel)), "")
+	t.Add("  raw commit: replace 1 element (del+add)", ms(incBig.rawRepl), fmt.Sprintf("%.2f (1 loaded: %s)", ratioDur(incBig.rawRepl, incOne.rawRepl), ms(incOne.rawRepl)), "")
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -248,7 +213,7 @@ func bench(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	t.section(fmt.Sprintf("3. new TCP connections/s, client pod → server pod on one node bridge, %s × %d rounds (order alternates), %d client threads, median",
+	t.Section(fmt.Sprintf("3. new TCP connections/s, client pod → server pod on one node bridge, %s × %d rounds (order alternates), %d client threads, median",
 		*flagConnT, *flagRounds, *flagWorkers))
 	for _, s := range cr.scenarios {
 		var runs []string
@@ -259,22 +224,22 @@ func bench(ctx context.Context, e *env) error {
 		if s != cr.direct {
 			ratio = fmt.Sprintf("%.3f vs (i)", median(s.results)/median(cr.direct.results))
 		}
-		t.add(s.name, fmt.Sprintf("%.0f/s", median(s.results)), ratio, "runs "+strings.Join(runs, " "))
+		t.Add(s.name, fmt.Sprintf("%.0f/s", median(s.results)), ratio, "runs "+strings.Join(runs, " "))
 	}
 	big, one, direct := median(cr.big.results), median(cr.one.results), median(cr.direct.results)
-	t.add(fmt.Sprintf("(iii)/(ii): ClusterIP, %s vs 1 Service loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/one), "want ≈ 1.0")
-	t.add(fmt.Sprintf("(iii)/(i): ClusterIP with %s loaded / pod IP", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/direct),
+	t.Add(fmt.Sprintf("(iii)/(ii): ClusterIP, %s vs 1 Service loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/one), "want ≈ 1.0")
+	t.Add(fmt.Sprintf("(iii)/(i): ClusterIP with %s loaded / pod IP", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/direct),
 		fmt.Sprintf("≥ 0.95 %s (kube-proxy ≈ 0.90); paired %.3f", verdict(big/direct >= 0.95), pairedRatio(cr.big.results, cr.direct.results)))
-	t.add(fmt.Sprintf("(iii)/(i'): ClusterIP / pod IP, both with %s loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/median(cr.directLoaded.results)),
+	t.Add(fmt.Sprintf("(iii)/(i'): ClusterIP / pod IP, both with %s loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/median(cr.directLoaded.results)),
 		"the Service hop alone")
-	t.add("(iii)/(ref): podnet's table / one static dnat rule", "", fmt.Sprintf("%.3f", big/median(cr.ref.results)),
+	t.Add("(iii)/(ref): podnet's table / one static dnat rule", "", fmt.Sprintf("%.3f", big/median(cr.ref.results)),
 		fmt.Sprintf("what the table's design costs over the minimal DNAT; paired %.3f", pairedRatio(cr.big.results, cr.ref.results)))
 	if cr.errors > 0 {
-		t.add("failed connection attempts (all scenarios)", fmt.Sprint(cr.errors), "", "")
+		t.Add("failed connection attempts (all scenarios)", fmt.Sprint(cr.errors), "", "")
 	}
 
 	fmt.Printf("\npodnet internal/proxy, kernel %s, %d CPUs, one run. Set elements loaded: %s.\n\n", kernelRelease(), runtime.NumCPU(), elementsSummary(full, loaded, cr.elements))
-	t.print()
+	t.Print()
 	return nil
 }
 

@@ -48,6 +48,8 @@ import (
 	pdns "github.com/podnet/podnet/internal/dns"
 	"github.com/podnet/podnet/internal/lab"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 const roleEnv = "PODNET_BENCH_DNS_ROLE"
@@ -331,7 +333,7 @@ current-context: bench
 	}
 
 	// Latency at the same paced load for each.
-	rate := *flagLatFrac * median(res["CoreDNS"].qps)
+	rate := *flagLatFrac * benchenv.Median(res["CoreDNS"].qps)
 	lat := map[string]*loadResult{}
 	for _, s := range servers {
 		r, err := load(s, rate, *flagLatDur)
@@ -341,7 +343,7 @@ current-context: bench
 		lat[s.name] = r
 	}
 
-	podQPS := median(res["podnet"].qps)
+	podQPS := benchenv.Median(res["podnet"].qps)
 	fmt.Printf("\nDNS, one core per server (GOMAXPROCS=1, CPU %d; load generator on CPU %d), %d ClusterIP + %d headless Services, mix 40%% A / 20%% SRV / 20%% headless A / 20%% NXDOMAIN\n",
 		*flagServerCPU, *flagLoadCPU, *flagServices, *flagHeadless)
 	fmt.Printf("throughput: %d rounds x %v, %d in flight; latency: paced at %.0f q/s (%.0f%% of CoreDNS's uncached max) for %v\n\n",
@@ -355,7 +357,7 @@ current-context: bench
 				xs = append(xs, a.qps[i]/a.cpu[i])
 			}
 		}
-		return median(xs)
+		return benchenv.Median(xs)
 	}
 	for _, s := range servers {
 		a, l := res[s.name], lat[s.name]
@@ -365,12 +367,12 @@ current-context: bench
 		}
 		ratio := "—"
 		if s.name != "podnet" {
-			ratio = fmt.Sprintf("%.2f, %.2f", podQPS/median(a.qps), perCPU(res["podnet"])/perCPU(a))
+			ratio = fmt.Sprintf("%.2f, %.2f", podQPS/benchenv.Median(a.qps), perCPU(res["podnet"])/perCPU(a))
 		}
-		fmt.Printf("| %s | %.0f | %s | %.0f%% | %.0f | %s | %.0f | %.0f | %.0f | %d / %d | %d |\n", s.name, median(a.qps), strings.Join(rs, " "),
-			100*median(a.cpu), perCPU(a), ratio, l.P50us, l.P99us, l.P999us, verifyBad[s.name], a.wrong+l.Wrong, a.lost+l.Lost)
+		fmt.Printf("| %s | %.0f | %s | %.0f%% | %.0f | %s | %.0f | %.0f | %.0f | %d / %d | %d |\n", s.name, benchenv.Median(a.qps), strings.Join(rs, " "),
+			100*benchenv.Median(a.cpu), perCPU(a), ratio, l.P50us, l.P99us, l.P999us, verifyBad[s.name], a.wrong+l.Wrong, a.lost+l.Lost)
 	}
-	target := podQPS / median(res["CoreDNS"].qps)
+	target := podQPS / benchenv.Median(res["CoreDNS"].qps)
 	verdict := "meets"
 	if target < 1.5 {
 		verdict = "MISSES"
@@ -380,18 +382,6 @@ current-context: bench
 	fmt.Printf("load average before / after: %s / %s (other work on the host shows as server CPU below 100%%). Total %.0fs.\n",
 		loadBefore, loadavg(), time.Since(began).Seconds())
 	return nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func loadavg() string {

@@ -159,7 +159,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 			prev = next
 		}
 	}
-	cm, rm, am := medianDur(compiles), medianDur(renders), medianDur(applies)
+	cm, rm, am := benchenv.MedianDur(compiles), benchenv.MedianDur(renders), benchenv.MedianDur(applies)
 	fmt.Printf("  %s: compile %s, render %s, first apply %s, %d elements (%.1f s for this size)\n", sz, ms(cm), ms(rm), ms(am), total, time.Since(sizeStart).Seconds())
 	t.Add(fmt.Sprintf("%s: build (%d local pods, %d elements)", sz, len(local), total), ms(cm+rm+am), "",
 		fmt.Sprintf("Compile %s + Render %s + first Apply %s (n=%d); sets %s", ms(cm), ms(rm), ms(am), len(applies), setSummary(per)))
@@ -185,9 +185,9 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 		case ch.rebuilt > 0:
 			how = fmt.Sprintf("%d of %d times the Kernel rebuilt the whole table instead", ch.rebuilt, len(ch.samples))
 		}
-		t.Add("    "+ch.name, ms(medianDur(tot)), fmt.Sprintf("%.2f of build", float64(medianDur(tot))/float64(cm+rm+am)),
+		t.Add("    "+ch.name, ms(benchenv.MedianDur(tot)), fmt.Sprintf("%.2f of build", float64(benchenv.MedianDur(tot))/float64(cm+rm+am)),
 			fmt.Sprintf("Compile %s + Render %s + Apply %s; diff %s; %s; n=%d",
-				ms(medianDur(cs)), ms(medianDur(rsd)), ms(medianDur(as)), ch.diff, how, len(ch.samples)))
+				ms(benchenv.MedianDur(cs)), ms(benchenv.MedianDur(rsd)), ms(benchenv.MedianDur(as)), ch.diff, how, len(ch.samples)))
 	}
 	// The userspace share of an Apply: the same table again (the Kernel diffs every set and
 	// finds nothing to send), and the kernel's own share: one element in and out of each allow
@@ -200,7 +200,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 		}
 		same = append(same, time.Since(t0))
 	}
-	t.Add("    Kernel.Apply of the unchanged table (its diff alone)", ms(medianDur(same)), "", "median of 3; no transaction is sent")
+	t.Add("    Kernel.Apply of the unchanged table (its diff alone)", ms(benchenv.MedianDur(same)), "", "median of 3; no transaction is sent")
 	var raw []string
 	for _, set := range []string{policy.SetEgressAllow, policy.SetIngressAllow} {
 		add, del, err := rawCommit(int(kns.h), set, 3)

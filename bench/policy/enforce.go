@@ -397,12 +397,12 @@ func enforceSize(ctx context.Context, t *benchenv.Table, l *lab, sz size) error 
 			worst = max(worst, d)
 		}
 		notes := fmt.Sprintf("≤ 1 s %s (per node); max %s; last old-verdict probe at %s; sync Compile %s + Render %s + Apply %s = %s, %s elements",
-			verdict(medianDur(lat) <= time.Second), ms(worst), ms(medianDur(lower)), ms(medianDur(cs)), ms(medianDur(rs)), ms(medianDur(as)),
-			ms(medianDur(tot)), intRange(changed))
+			verdict(benchenv.MedianDur(lat) <= time.Second), ms(worst), ms(benchenv.MedianDur(lower)), ms(benchenv.MedianDur(cs)), ms(benchenv.MedianDur(rs)), ms(benchenv.MedianDur(as)),
+			ms(benchenv.MedianDur(tot)), intRange(changed))
 		if flaps > 0 || pre > 0 {
 			notes += fmt.Sprintf("; WARNING %d probes flapped back, %d had the wrong verdict before the change", flaps, pre)
 		}
-		t.Add("    "+name, ms(medianDur(lat)), fmt.Sprintf("%.2f of 1 s", medianDur(lat).Seconds()), notes)
+		t.Add("    "+name, ms(benchenv.MedianDur(lat)), fmt.Sprintf("%.2f of 1 s", benchenv.MedianDur(lat).Seconds()), notes)
 	}
 	t.Add(fmt.Sprintf("%s (+2 probe pods; node-0 table: %d elements, Compile+Render %s + first Apply %s)", sz, total, ms(built), ms(inst)), "", "", "")
 	if diff, err := verify(int(l.node.h), rs); err != nil {

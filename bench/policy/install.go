@@ -11,6 +11,8 @@ import (
 
 	"github.com/podnet/podnet/internal/policy"
 	"github.com/podnet/podnet/internal/proxy"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 // Installing a node's whole table is a new policy.Kernel's first Apply. Every install is checked
@@ -151,5 +153,5 @@ func rawCommit(netnsFD int, set string, reps int) (add, del time.Duration, err e
 		}
 		adds, dels = append(adds, t1.Sub(t0)), append(dels, time.Since(t1))
 	}
-	return medianDur(adds), medianDur(dels), nil
+	return benchenv.MedianDur(adds), benchenv.MedianDur(dels), nil
 }

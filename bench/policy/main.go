@@ -39,7 +39,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -156,33 +155,12 @@ func parseSizes(flagName, v string) ([]size, error) {
 	return out, nil
 }
 
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n == 0 {
-		return 0
-	}
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func medianDur(ds []time.Duration) time.Duration {
-	xs := make([]float64, len(ds))
-	for i, d := range ds {
-		xs[i] = float64(d)
-	}
-	return time.Duration(median(xs))
-}
-
 func medianInt(xs []int) int {
 	f := make([]float64, len(xs))
 	for i, x := range xs {
 		f[i] = float64(x)
 	}
-	return int(median(f))
+	return int(benchenv.Median(f))
 }
 
 func pairedRatio(a, b []float64) float64 {
@@ -192,7 +170,7 @@ func pairedRatio(a, b []float64) float64 {
 			r = append(r, a[i]/b[i])
 		}
 	}
-	return median(r)
+	return benchenv.Median(r)
 }
 
 func kernelRelease() string {

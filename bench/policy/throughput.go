@@ -111,21 +111,21 @@ func throughput(ctx context.Context, t *benchenv.Table, l *lab) error {
 	for _, s := range []*tpScenario{none, emptyT, loaded} {
 		ratio, notes := "baseline", runs(s.iperf, 1e9, "%.2f")
 		if s != none {
-			q := median(s.iperf) / median(none.iperf)
+			q := benchenv.Median(s.iperf) / benchenv.Median(none.iperf)
 			ratio = fmt.Sprintf("%.3f vs (a)", q)
 			notes = fmt.Sprintf("paired %.3f; %s", pairedRatio(s.iperf, none.iperf), notes)
 			if s == loaded {
 				notes = fmt.Sprintf("≥ 0.95 %s; %s", verdict(q >= 0.95), notes)
 			}
 		}
-		t.Add(fmt.Sprintf("iperf3 TCP %d s, %s", *flagDuration, s.name), fmt.Sprintf("%.2f Gbit/s", median(s.iperf)/1e9), ratio, notes)
+		t.Add(fmt.Sprintf("iperf3 TCP %d s, %s", *flagDuration, s.name), fmt.Sprintf("%.2f Gbit/s", benchenv.Median(s.iperf)/1e9), ratio, notes)
 	}
-	t.Add("    (b)/(c): the policies alone", "", fmt.Sprintf("%.3f", median(loaded.iperf)/median(emptyT.iperf)),
+	t.Add("    (b)/(c): the policies alone", "", fmt.Sprintf("%.3f", benchenv.Median(loaded.iperf)/benchenv.Median(emptyT.iperf)),
 		fmt.Sprintf("paired %.3f; an established connection's packets leave at the first rule (ct state established), so (b) ≈ (c) is expected; (a)→(c) is conntrack", pairedRatio(loaded.iperf, emptyT.iperf)))
 	for _, s := range []*tpScenario{none, emptyT, loaded} {
 		ratio := "baseline"
 		if s != none {
-			ratio = fmt.Sprintf("%.3f vs (a)", median(s.conns)/median(none.conns))
+			ratio = fmt.Sprintf("%.3f vs (a)", benchenv.Median(s.conns)/benchenv.Median(none.conns))
 		}
 		notes := runs(s.conns, 1, "%.0f")
 		if s != none {
@@ -134,9 +134,9 @@ func throughput(ctx context.Context, t *benchenv.Table, l *lab) error {
 		if len(s.failed) > 0 {
 			notes += fmt.Sprintf("; %d attempts failed (%s)", len(s.failed), s.failed[0])
 		}
-		t.Add(fmt.Sprintf("new TCP conn/s (%d threads), %s", *flagWorkers, s.name), fmt.Sprintf("%.0f/s", median(s.conns)), ratio, notes)
+		t.Add(fmt.Sprintf("new TCP conn/s (%d threads), %s", *flagWorkers, s.name), fmt.Sprintf("%.0f/s", benchenv.Median(s.conns)), ratio, notes)
 	}
-	t.Add("    (b)/(c): the allow-set lookups alone", "", fmt.Sprintf("%.3f", median(loaded.conns)/median(emptyT.conns)),
+	t.Add("    (b)/(c): the allow-set lookups alone", "", fmt.Sprintf("%.3f", benchenv.Median(loaded.conns)/benchenv.Median(emptyT.conns)),
 		fmt.Sprintf("paired %.3f; every new connection is looked up in both allow sets; (a) has no conntrack in node-0 at all, (b) and (c) do",
 			pairedRatio(loaded.conns, emptyT.conns)))
 	return nil

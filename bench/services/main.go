@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -112,27 +111,6 @@ func (r *nsRef) netlink() (*netlink.Handle, error) {
 	}
 	r.e.onCleanup(h.Close)
 	return h, nil
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n == 0 {
-		return 0
-	}
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
-func medianDur(ds []time.Duration) time.Duration {
-	xs := make([]float64, len(ds))
-	for i, d := range ds {
-		xs[i] = float64(d)
-	}
-	return time.Duration(median(xs))
 }
 
 func kernelRelease() string {
@@ -222,17 +200,17 @@ func bench(ctx context.Context, e *env) error {
 		}
 		ratio := ""
 		if s != cr.direct {
-			ratio = fmt.Sprintf("%.3f vs (i)", median(s.results)/median(cr.direct.results))
+			ratio = fmt.Sprintf("%.3f vs (i)", benchenv.Median(s.results)/benchenv.Median(cr.direct.results))
 		}
-		t.Add(s.name, fmt.Sprintf("%.0f/s", median(s.results)), ratio, "runs "+strings.Join(runs, " "))
+		t.Add(s.name, fmt.Sprintf("%.0f/s", benchenv.Median(s.results)), ratio, "runs "+strings.Join(runs, " "))
 	}
-	big, one, direct := median(cr.big.results), median(cr.one.results), median(cr.direct.results)
+	big, one, direct := benchenv.Median(cr.big.results), benchenv.Median(cr.one.results), benchenv.Median(cr.direct.results)
 	t.Add(fmt.Sprintf("(iii)/(ii): ClusterIP, %s vs 1 Service loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/one), "want ≈ 1.0")
 	t.Add(fmt.Sprintf("(iii)/(i): ClusterIP with %s loaded / pod IP", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/direct),
 		fmt.Sprintf("≥ 0.95 %s (kube-proxy ≈ 0.90); paired %.3f", verdict(big/direct >= 0.95), pairedRatio(cr.big.results, cr.direct.results)))
-	t.Add(fmt.Sprintf("(iii)/(i'): ClusterIP / pod IP, both with %s loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/median(cr.directLoaded.results)),
+	t.Add(fmt.Sprintf("(iii)/(i'): ClusterIP / pod IP, both with %s loaded", kfmt(loaded)), "", fmt.Sprintf("%.3f", big/benchenv.Median(cr.directLoaded.results)),
 		"the Service hop alone")
-	t.Add("(iii)/(ref): podnet's table / one static dnat rule", "", fmt.Sprintf("%.3f", big/median(cr.ref.results)),
+	t.Add("(iii)/(ref): podnet's table / one static dnat rule", "", fmt.Sprintf("%.3f", big/benchenv.Median(cr.ref.results)),
 		fmt.Sprintf("what the table's design costs over the minimal DNAT; paired %.3f", pairedRatio(cr.big.results, cr.ref.results)))
 	if cr.errors > 0 {
 		t.Add("failed connection attempts (all scenarios)", fmt.Sprint(cr.errors), "", "")
@@ -266,7 +244,7 @@ func pairedRatio(a, b []float64) float64 {
 			r = append(r, a[i]/b[i])
 		}
 	}
-	return median(r)
+	return benchenv.Median(r)
 }
 
 func kfmt(n int) string {

@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/podnet/podnet/internal/proxy"
+
+	"github.com/podnet/podnet/bench/internal/benchenv"
 )
 
 var opts = proxy.Options{ClusterCIDR: clusterCIDR}
@@ -92,7 +94,7 @@ func fullSync(ctx context.Context, e *env, sizes []int, runs int) ([]syncResult,
 				return nil, err
 			}
 		}
-		res.render, res.apply, res.total = medianDur(renders), medianDur(applies), medianDur(totals)
+		res.render, res.apply, res.total = benchenv.MedianDur(renders), benchenv.MedianDur(applies), benchenv.MedianDur(totals)
 		out = append(out, res)
 	}
 	return out, nil
@@ -236,7 +238,7 @@ func incremental(ctx context.Context, e *env, n, reps int, profile string) (*inc
 	res := &incResult{ops: map[string]opResult{}}
 	for _, op := range incOps {
 		x := s[op]
-		res.ops[op] = opResult{total: medianDur(x.total), render: medianDur(x.render), apply: medianDur(x.apply),
+		res.ops[op] = opResult{total: benchenv.MedianDur(x.total), render: benchenv.MedianDur(x.render), apply: benchenv.MedianDur(x.apply),
 			added: x.added, removed: x.removed}
 	}
 
@@ -258,7 +260,7 @@ func incremental(ctx context.Context, e *env, n, reps int, profile string) (*inc
 		fRender = append(fRender, r.Render)
 		fApply = append(fApply, r.Total-r.Render)
 	}
-	res.fullTotal, res.fullRender, res.fullApply = medianDur(fTotal), medianDur(fRender), medianDur(fApply)
+	res.fullTotal, res.fullRender, res.fullApply = benchenv.MedianDur(fTotal), benchenv.MedianDur(fRender), benchenv.MedianDur(fApply)
 	// The kernel's own cost of a one-element change: straight netlink, no Render and no diff.
 	// The probe element uses a ClusterIP no Service has and is removed again, so the table ends
 	// as the Kernel remembers it.
@@ -336,7 +338,7 @@ func incremental(ctx context.Context, e *env, n, reps int, profile string) (*inc
 			return nil, fmt.Errorf("raw delete: %w", err)
 		}
 	}
-	res.rawAdd, res.rawDel, res.rawRepl = medianDur(adds), medianDur(dels), medianDur(repls)
+	res.rawAdd, res.rawDel, res.rawRepl = benchenv.MedianDur(adds), benchenv.MedianDur(dels), benchenv.MedianDur(repls)
 	fmt.Printf("  %6d loaded: Proxier.Sync add %s, replace endpoint %s, remove %s (full resync %s; raw commit add %s, del %s, replace %s)\n",
 		n, ms(res.ops[incOps[0]].total), ms(res.ops[incOps[1]].total), ms(res.ops[incOps[2]].total),
 		ms(res.fullTotal), ms(res.rawAdd), ms(res.rawDel), ms(res.rawRepl))

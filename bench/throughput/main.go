@@ -24,7 +24,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 	"time"
 
@@ -300,19 +299,6 @@ type scenario struct {
 	results        []float64
 }
 
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n == 0 {
-		return 0
-	}
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
-}
-
 func bench(ctx context.Context, e *env) error {
 	fmt.Printf("building namespaces (%s-*)…\n", e.ID)
 	vc, vs, err := e.rawVeth(ctx)
@@ -360,10 +346,10 @@ func bench(ctx context.Context, e *env) error {
 		for _, x := range rw.s.results {
 			runs = append(runs, fmt.Sprintf("%.2f", x/1e9))
 		}
-		m := median(rw.s.results)
+		m := benchenv.Median(rw.s.results)
 		ratio, paired, target := "baseline", "", ""
 		if rw.base != nil {
-			q := m / median(rw.base.results)
+			q := m / benchenv.Median(rw.base.results)
 			var per []float64
 			for i := range rw.s.results {
 				per = append(per, rw.s.results[i]/rw.base.results[i])
@@ -373,7 +359,7 @@ func bench(ctx context.Context, e *env) error {
 				verdict = "MISSED"
 			}
 			ratio = fmt.Sprintf("%.3f vs %s", q, shortName(rw.base))
-			paired = fmt.Sprintf("%.3f", median(per))
+			paired = fmt.Sprintf("%.3f", benchenv.Median(per))
 			target = fmt.Sprintf("≥ %.2f %s", rw.target, verdict)
 		}
 		fmt.Printf("%-30s %5.2f Gb  %-24s %-20s %-7s %s\n", rw.s.name, m/1e9, strings.Join(runs, " "), ratio, paired, target)

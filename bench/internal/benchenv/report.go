@@ -2,7 +2,9 @@ package benchenv
 
 import (
 	"fmt"
+	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,4 +79,27 @@ func Connect(fd int, sa *unix.SockaddrInet4) error {
 		return unix.Errno(soerr)
 	}
 	return nil
+}
+
+// Median is the median of xs (0 for none).
+func Median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// MedianDur is the median of ds (0 for none).
+func MedianDur(ds []time.Duration) time.Duration {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = float64(d)
+	}
+	return time.Duration(Median(xs))
 }

@@ -84,7 +84,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 			k.Close()
 		}
 		if kns != nil {
-			kns.release()
+			kns.Release()
 		}
 	}()
 	sizeStart := time.Now()
@@ -94,11 +94,11 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 		}
 		if k != nil {
 			k.Close()
-			kns.release()
+			kns.Release()
 			k, kns = nil, nil
 		}
 		var err error
-		kns, err = e.newNS(ctx, fmt.Sprintf("cp%d-%d-%d", sz.pods, sz.policies, r))
+		kns, err = e.OpenNS(ctx, fmt.Sprintf("cp%d-%d-%d", sz.pods, sz.policies, r))
 		if err != nil {
 			return err
 		}
@@ -109,7 +109,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 		rs = policy.Render(m, nodeInfo(base.pods, localNode))
 		t2 := time.Now()
 		var d time.Duration
-		if k, d, err = install(int(kns.h), rs); err != nil {
+		if k, d, err = install(int(kns.H), rs); err != nil {
 			return fmt.Errorf("first apply: %w", err)
 		}
 		compiles, renders, applies = append(compiles, t1.Sub(t0)), append(renders, t2.Sub(t1)), append(applies, d)
@@ -145,7 +145,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 					other.failed = "not tried: its pair failed"
 				}
 				k.Close()
-				if k, _, err = install(int(kns.h), rs); err != nil {
+				if k, _, err = install(int(kns.H), rs); err != nil {
 					return fmt.Errorf("reinstall after a failed change: %w", err)
 				}
 				prev = rs
@@ -163,7 +163,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 	fmt.Printf("  %s: compile %s, render %s, first apply %s, %d elements (%.1f s for this size)\n", sz, ms(cm), ms(rm), ms(am), total, time.Since(sizeStart).Seconds())
 	t.Add(fmt.Sprintf("%s: build (%d local pods, %d elements)", sz, len(local), total), ms(cm+rm+am), "",
 		fmt.Sprintf("Compile %s + Render %s + first Apply %s (n=%d); sets %s", ms(cm), ms(rm), ms(am), len(applies), setSummary(per)))
-	if diff, err := verify(int(kns.h), rs); err != nil {
+	if diff, err := verify(int(kns.H), rs); err != nil {
 		return err
 	} else if diff != "" {
 		fmt.Printf("  %s: WARNING: after the changes, the %s\n", sz, diff)
@@ -203,7 +203,7 @@ func controlSize(ctx context.Context, e *env, t *benchenv.Table, sz size) error 
 	t.Add("    Kernel.Apply of the unchanged table (its diff alone)", ms(benchenv.MedianDur(same)), "", "median of 3; no transaction is sent")
 	var raw []string
 	for _, set := range []string{policy.SetEgressAllow, policy.SetIngressAllow} {
-		add, del, err := rawCommit(int(kns.h), set, 3)
+		add, del, err := rawCommit(int(kns.H), set, 3)
 		if err != nil {
 			return err
 		}

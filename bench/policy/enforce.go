@@ -32,20 +32,20 @@ type lab struct {
 func buildLab(ctx context.Context, e *env) (*lab, error) {
 	l := &lab{}
 	var err error
-	if l.node, err = e.newNS(ctx, "node"); err != nil {
+	if l.node, err = e.OpenNS(ctx, "node"); err != nil {
 		return nil, err
 	}
-	if l.client, err = e.newNS(ctx, "client"); err != nil {
+	if l.client, err = e.OpenNS(ctx, "client"); err != nil {
 		return nil, err
 	}
-	if l.server, err = e.newNS(ctx, "server"); err != nil {
+	if l.server, err = e.OpenNS(ctx, "server"); err != nil {
 		return nil, err
 	}
 	bits := fmt.Sprint(nodeCIDR(localNode).Bits())
 	cmds := [][]string{
-		{l.node.name, "link", "add", "br0", "type", "bridge"},
-		{l.node.name, "addr", "add", gateway.String() + "/" + bits, "dev", "br0"},
-		{l.node.name, "link", "set", "br0", "up"},
+		{l.node.Name, "link", "add", "br0", "type", "bridge"},
+		{l.node.Name, "addr", "add", gateway.String() + "/" + bits, "dev", "br0"},
+		{l.node.Name, "link", "set", "br0", "up"},
 	}
 	for i, p := range []struct {
 		ns *nsRef
@@ -53,11 +53,11 @@ func buildLab(ctx context.Context, e *env) (*lab, error) {
 	}{{l.client, clientIP}, {l.server, serverIP}} {
 		host := fmt.Sprintf("veth%d", i)
 		cmds = append(cmds,
-			[]string{l.node.name, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns.name},
-			[]string{l.node.name, "link", "set", host, "master", "br0", "up"},
-			[]string{p.ns.name, "addr", "add", p.ip.String() + "/" + bits, "dev", "eth0"},
-			[]string{p.ns.name, "link", "set", "eth0", "up"},
-			[]string{p.ns.name, "route", "add", "default", "via", gateway.String()},
+			[]string{l.node.Name, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns.Name},
+			[]string{l.node.Name, "link", "set", host, "master", "br0", "up"},
+			[]string{p.ns.Name, "addr", "add", p.ip.String() + "/" + bits, "dev", "eth0"},
+			[]string{p.ns.Name, "link", "set", "eth0", "up"},
+			[]string{p.ns.Name, "route", "add", "default", "via", gateway.String()},
 		)
 	}
 	for _, c := range cmds {
@@ -76,12 +76,12 @@ func buildLab(ctx context.Context, e *env) (*lab, error) {
 		{l.client, "net.ipv4.tcp_tw_reuse=1"},
 		{l.server, "net.core.somaxconn=8192"},
 	} {
-		if err := sysctl(ctx, s.ns.name, s.kv); err != nil {
+		if err := sysctl(ctx, s.ns.Name, s.kv); err != nil {
 			return nil, err
 		}
 	}
 	// The server pod accepts on its http port and closes at once (probes and the conn/s test).
-	ln, err := netnsutil.Listen(l.server.path(), "tcp", netip.AddrPortFrom(serverIP, probePort).String())
+	ln, err := netnsutil.Listen(l.server.Path(), "tcp", netip.AddrPortFrom(serverIP, probePort).String())
 	if err != nil {
 		return nil, err
 	}
@@ -259,7 +259,7 @@ type flip struct {
 func measureFlip(ctx context.Context, l *lab, k *policy.Kernel, o objects, deny bool) (flip, error) {
 	var f flip
 	runtime.GC()
-	p := startProber(l.client.h, netip.AddrPortFrom(serverIP, probePort), *flagPeriod, *flagTimeout)
+	p := startProber(l.client.H, netip.AddrPortFrom(serverIP, probePort), *flagPeriod, *flagTimeout)
 	// Enough probes in the old state to see that it holds.
 	time.Sleep(*flagTimeout + 20*time.Millisecond)
 	t0 := time.Now()
@@ -354,7 +354,7 @@ func enforceSize(ctx context.Context, t *benchenv.Table, l *lab, sz size) error 
 	t0 := time.Now()
 	rs := policy.Render(policy.Compile(base.pols, base.pods, base.nss), nodeInfo(base.pods, localNode))
 	built := time.Since(t0)
-	k, inst, err := install(int(l.node.h), rs)
+	k, inst, err := install(int(l.node.H), rs)
 	if err != nil {
 		return fmt.Errorf("initial apply: %w", err)
 	}
@@ -405,7 +405,7 @@ func enforceSize(ctx context.Context, t *benchenv.Table, l *lab, sz size) error 
 		t.Add("    "+name, ms(benchenv.MedianDur(lat)), fmt.Sprintf("%.2f of 1 s", benchenv.MedianDur(lat).Seconds()), notes)
 	}
 	t.Add(fmt.Sprintf("%s (+2 probe pods; node-0 table: %d elements, Compile+Render %s + first Apply %s)", sz, total, ms(built), ms(inst)), "", "", "")
-	if diff, err := verify(int(l.node.h), rs); err != nil {
+	if diff, err := verify(int(l.node.H), rs); err != nil {
 		return err
 	} else if diff != "" {
 		fmt.Printf("  %s: WARNING: after the rounds, the %s\n", sz, diff)

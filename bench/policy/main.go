@@ -40,12 +40,9 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/bench/internal/benchenv"
@@ -95,46 +92,7 @@ func sysctl(ctx context.Context, ns, kv string) error {
 }
 
 // nsRef is a namespace of the run with an open handle.
-type nsRef struct {
-	e    *env
-	name string
-	h    netns.NsHandle
-	once sync.Once
-}
-
-// newNS creates <id>-<suffix> with lo up, records it for cleanup, and opens a handle to it.
-func (e *env) newNS(ctx context.Context, suffix string) (*nsRef, error) {
-	name, err := e.NewNS(ctx, suffix)
-	if err != nil {
-		return nil, err
-	}
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		return nil, fmt.Errorf("open namespace %s: %w", name, err)
-	}
-	r := &nsRef{e: e, name: name, h: h}
-	e.OnCleanup(r.closeHandle)
-	return r, nil
-}
-
-func (r *nsRef) path() string { return "/run/netns/" + r.name }
-
-func (r *nsRef) closeHandle() { r.once.Do(func() { r.h.Close() }) }
-
-// release deletes the namespace now (its handle first) instead of at cleanup.
-func (r *nsRef) release() {
-	r.closeHandle()
-	r.e.Release(r.name)
-}
-
-func (r *nsRef) netlink() (*netlink.Handle, error) {
-	h, err := netlink.NewHandleAt(r.h)
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in %s: %w", r.name, err)
-	}
-	r.e.OnCleanup(h.Close)
-	return h, nil
-}
+type nsRef = benchenv.NS
 
 // size is one pods × policies combination.
 type size struct{ pods, policies int }

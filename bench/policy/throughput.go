@@ -41,17 +41,17 @@ func throughput(ctx context.Context, t *benchenv.Table, l *lab) error {
 	program := func(rs *policy.Ruleset) func() error {
 		return func() error {
 			// A new Kernel: its first Apply rebuilds the table atomically, whatever is there.
-			k, _, err := install(int(l.node.h), rs)
+			k, _, err := install(int(l.node.H), rs)
 			if err != nil {
 				return err
 			}
 			return k.Close()
 		}
 	}
-	none := &tpScenario{name: "(a) no policy table in node-0", prepare: func() error { return deleteTable(l.node.h) }}
+	none := &tpScenario{name: "(a) no policy table in node-0", prepare: func() error { return deleteTable(l.node.H) }}
 	loaded := &tpScenario{name: fmt.Sprintf("(b) %s policies select both pods", kfmt(*flagTPPols)), prepare: program(big)}
 	emptyT := &tpScenario{name: "(c) policy table, no policy", prepare: program(empty)}
-	nl, err := l.node.netlink()
+	nl, err := l.node.Netlink()
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func throughput(ctx context.Context, t *benchenv.Table, l *lab) error {
 			}
 			if s == loaded && r == 0 {
 				// The table is what it claims: a port no policy allows is dropped (no RST).
-				if ok, errno := probeOnce(l.client.h, netip.AddrPortFrom(serverIP, 9), 200*time.Millisecond); ok || errno != 0 {
+				if ok, errno := probeOnce(l.client.H, netip.AddrPortFrom(serverIP, 9), 200*time.Millisecond); ok || errno != 0 {
 					return fmt.Errorf("%s: client → server:9 was not dropped (connected %v, error %v)", s.name, ok, errno)
 				}
 			}
@@ -179,7 +179,7 @@ func iperf(ctx context.Context, l *lab) (float64, error) {
 	port := fmt.Sprint(iperfPort)
 	srvCtx, cancelSrv := context.WithCancel(ctx)
 	defer cancelSrv()
-	srv := exec.CommandContext(srvCtx, "ip", "netns", "exec", l.server.name, *flagIperf, "-s", "-1", "-B", serverIP.String(), "-p", port)
+	srv := exec.CommandContext(srvCtx, "ip", "netns", "exec", l.server.Name, *flagIperf, "-s", "-1", "-B", serverIP.String(), "-p", port)
 	var srvOut bytes.Buffer
 	srv.Stdout, srv.Stderr = &srvOut, &srvOut
 	if err := srv.Start(); err != nil {
@@ -199,7 +199,7 @@ func iperf(ctx context.Context, l *lab) (float64, error) {
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.server.name, "ss", "-Hltn", "sport = :"+port).Output()
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.server.Name, "ss", "-Hltn", "sport = :"+port).Output()
 		if err == nil && len(bytes.TrimSpace(out)) > 0 {
 			break
 		}
@@ -211,7 +211,7 @@ func iperf(ctx context.Context, l *lab) (float64, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.client.name, *flagIperf,
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.client.Name, *flagIperf,
 		"-c", serverIP.String(), "-p", port, "-t", fmt.Sprint(*flagDuration), "-J").Output()
 	var res struct {
 		Error string `json:"error"`
@@ -257,7 +257,7 @@ func connRate(ctx context.Context, l *lab, d time.Duration, workers int) (float6
 			defer wg.Done()
 			// Locked and never unlocked: the runtime discards the thread with the goroutine.
 			runtime.LockOSThread()
-			if err := netns.Set(l.client.h); err != nil {
+			if err := netns.Set(l.client.H); err != nil {
 				errc <- fmt.Errorf("enter the client namespace: %w", err)
 				return
 			}

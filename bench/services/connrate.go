@@ -47,23 +47,23 @@ type connResult struct {
 // connRate builds a node namespace with a bridge, a client pod and a server pod, and measures
 // how many TCP connections per second the client opens to the server pod's IP and to a ClusterIP.
 func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
-	node, err := e.newNS(ctx, "node")
+	node, err := e.OpenNS(ctx, "node")
 	if err != nil {
 		return nil, err
 	}
-	client, err := e.newNS(ctx, "client")
+	client, err := e.OpenNS(ctx, "client")
 	if err != nil {
 		return nil, err
 	}
-	server, err := e.newNS(ctx, "server")
+	server, err := e.OpenNS(ctx, "server")
 	if err != nil {
 		return nil, err
 	}
 	cmds := [][]string{
-		{node.name, "link", "add", "br0", "type", "bridge"},
-		{node.name, "addr", "add", nodeGW.String() + "/24", "dev", "br0"},
-		{node.name, "link", "set", "br0", "up"},
-		{node.name, "route", "add", "10.96.0.0/12", "dev", "br0"},
+		{node.Name, "link", "add", "br0", "type", "bridge"},
+		{node.Name, "addr", "add", nodeGW.String() + "/24", "dev", "br0"},
+		{node.Name, "link", "set", "br0", "up"},
+		{node.Name, "route", "add", "10.96.0.0/12", "dev", "br0"},
 	}
 	for i, p := range []struct {
 		ns *nsRef
@@ -71,12 +71,12 @@ func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
 	}{{client, clientIP}, {server, serverIP}} {
 		host := fmt.Sprintf("veth%d", i)
 		cmds = append(cmds,
-			[]string{node.name, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns.name},
-			[]string{node.name, "link", "set", host, "master", "br0", "up"},
-			[]string{node.name, "link", "set", host, "type", "bridge_slave", "hairpin", "on"},
-			[]string{p.ns.name, "addr", "add", p.ip.String() + "/24", "dev", "eth0"},
-			[]string{p.ns.name, "link", "set", "eth0", "up"},
-			[]string{p.ns.name, "route", "add", "default", "via", nodeGW.String()},
+			[]string{node.Name, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.ns.Name},
+			[]string{node.Name, "link", "set", host, "master", "br0", "up"},
+			[]string{node.Name, "link", "set", host, "type", "bridge_slave", "hairpin", "on"},
+			[]string{p.ns.Name, "addr", "add", p.ip.String() + "/24", "dev", "eth0"},
+			[]string{p.ns.Name, "link", "set", "eth0", "up"},
+			[]string{p.ns.Name, "route", "add", "default", "via", nodeGW.String()},
 		)
 	}
 	for _, c := range cmds {
@@ -93,7 +93,7 @@ func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
 		{client, "net.ipv4.ip_local_port_range=1024 65535"},
 		{server, "net.core.somaxconn=8192"},
 	} {
-		if err := sysctl(ctx, s.ns.name, s.kv); err != nil {
+		if err := sysctl(ctx, s.ns.Name, s.kv); err != nil {
 			return nil, err
 		}
 	}
@@ -103,7 +103,7 @@ func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for k := 0; k < 3; k++ {
-		l, err := netnsutil.Listen(server.path(), "tcp", netip.AddrPortFrom(serverIP, uint16(backendPort+k)).String())
+		l, err := netnsutil.Listen(server.Path(), "tcp", netip.AddrPortFrom(serverIP, uint16(backendPort+k)).String())
 		if err != nil {
 			return nil, err
 		}
@@ -128,12 +128,12 @@ func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
 		}
 	}
 
-	k, err := proxy.NewKernel(int(node.h))
+	k, err := proxy.NewKernel(int(node.H))
 	if err != nil {
-		return nil, fmt.Errorf("nftables in %s: %w", node.name, err)
+		return nil, fmt.Errorf("nftables in %s: %w", node.Name, err)
 	}
 	defer k.Close()
-	nl, err := node.netlink()
+	nl, err := node.Netlink()
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
 	}
 	svc := netip.AddrPortFrom(targetIP, targetPort)
 	pod := netip.AddrPortFrom(serverIP, backendPort)
-	ref, err := newRefDNAT(node.h)
+	ref, err := newRefDNAT(node.H)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func connRate(ctx context.Context, e *env, loaded int) (*connResult, error) {
 	res.big = &connScenario{name: fmt.Sprintf("(iii) ClusterIP, %s Services loaded", kfmt(loaded)), dst: svc, prepare: noRef(apply(rsBig))}
 	res.scenarios = []*connScenario{res.direct, res.ref, res.directLoaded, res.one, res.big}
 
-	clientNS := client.h
+	clientNS := client.H
 	// Warm everything up once (threads, caches, the server's accept loops).
 	if err := res.direct.prepare(); err != nil {
 		return nil, err

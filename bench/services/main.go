@@ -28,11 +28,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/podnet/podnet/bench/internal/benchenv"
@@ -61,8 +58,6 @@ func run() int {
 // env is a benchmark run's namespaces and cleanups.
 type env struct{ *benchenv.Env }
 
-func (e *env) onCleanup(fn func()) { e.OnCleanup(fn) }
-
 func sh(ctx context.Context, args ...string) error { return benchenv.Sh(ctx, args...) }
 
 func ipn(ctx context.Context, ns string, args ...string) error { return benchenv.IPN(ctx, ns, args...) }
@@ -71,47 +66,8 @@ func sysctl(ctx context.Context, ns, kv string) error {
 	return sh(ctx, "ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv)
 }
 
-// newNS creates <id>-<suffix> with lo up, records it for cleanup, and opens a handle to it (closed
-// by release or cleanup).
-func (e *env) newNS(ctx context.Context, suffix string) (*nsRef, error) {
-	name, err := e.NewNS(ctx, suffix)
-	if err != nil {
-		return nil, err
-	}
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		return nil, fmt.Errorf("open namespace %s: %w", name, err)
-	}
-	r := &nsRef{e: e, name: name, h: h}
-	e.onCleanup(r.closeHandle)
-	return r, nil
-}
-
-type nsRef struct {
-	e    *env
-	name string
-	h    netns.NsHandle
-	once sync.Once
-}
-
-func (r *nsRef) path() string { return "/run/netns/" + r.name }
-
-func (r *nsRef) closeHandle() { r.once.Do(func() { r.h.Close() }) }
-
-// release deletes the namespace now (its handle first) instead of at cleanup.
-func (r *nsRef) release() {
-	r.closeHandle()
-	r.e.Release(r.name)
-}
-
-func (r *nsRef) netlink() (*netlink.Handle, error) {
-	h, err := netlink.NewHandleAt(r.h)
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in %s: %w", r.name, err)
-	}
-	r.e.onCleanup(h.Close)
-	return h, nil
-}
+// nsRef is a namespace of the run with an open handle.
+type nsRef = benchenv.NS
 
 func kernelRelease() string {
 	var u unix.Utsname

@@ -44,14 +44,14 @@ func fullSync(ctx context.Context, e *env, sizes []int, runs int) ([]syncResult,
 				return nil, ctx.Err()
 			}
 			err := func() error {
-				ns, err := e.newNS(ctx, fmt.Sprintf("sync%d-%d", n, r))
+				ns, err := e.OpenNS(ctx, fmt.Sprintf("sync%d-%d", n, r))
 				if err != nil {
 					return err
 				}
-				defer ns.release()
-				k, err := proxy.NewKernel(int(ns.h))
+				defer ns.Release()
+				k, err := proxy.NewKernel(int(ns.H))
 				if err != nil {
-					return fmt.Errorf("nftables in %s: %w", ns.name, err)
+					return fmt.Errorf("nftables in %s: %w", ns.Name, err)
 				}
 				defer k.Close()
 				start := time.Now()
@@ -71,7 +71,7 @@ func fullSync(ctx context.Context, e *env, sizes []int, runs int) ([]syncResult,
 				}
 				if r == 0 {
 					// Read the table back with a second, fresh Kernel (as a restarted agent would).
-					k2, err := proxy.NewKernel(int(ns.h))
+					k2, err := proxy.NewKernel(int(ns.H))
 					if err != nil {
 						return err
 					}
@@ -120,14 +120,14 @@ type incResult struct {
 // existing Service and removes the added Service again, each a store change, ServiceChanged and
 // one timed Sync, which must be partial and change set elements only.
 func incremental(ctx context.Context, e *env, n, reps int, profile string) (*incResult, error) {
-	ns, err := e.newNS(ctx, fmt.Sprintf("inc%d", n))
+	ns, err := e.OpenNS(ctx, fmt.Sprintf("inc%d", n))
 	if err != nil {
 		return nil, err
 	}
-	defer ns.release()
-	k, err := proxy.NewKernel(int(ns.h))
+	defer ns.Release()
+	k, err := proxy.NewKernel(int(ns.H))
 	if err != nil {
-		return nil, fmt.Errorf("nftables in %s: %w", ns.name, err)
+		return nil, fmt.Errorf("nftables in %s: %w", ns.Name, err)
 	}
 	defer k.Close()
 	svcs, slices, err := newIndexers(n)
@@ -264,7 +264,7 @@ func incremental(ctx context.Context, e *env, n, reps int, profile string) (*inc
 	// The kernel's own cost of a one-element change: straight netlink, no Render and no diff.
 	// The probe element uses a ClusterIP no Service has and is removed again, so the table ends
 	// as the Kernel remembers it.
-	conn, err := nftables.New(nftables.WithNetNSFd(int(ns.h)), nftables.AsLasting())
+	conn, err := nftables.New(nftables.WithNetNSFd(int(ns.H)), nftables.AsLasting())
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Env records the namespaces and cleanups of one benchmark run.
@@ -125,4 +128,48 @@ func Sh(ctx context.Context, args ...string) error {
 // IPN runs `ip -n ns args...`.
 func IPN(ctx context.Context, ns string, args ...string) error {
 	return Sh(ctx, append([]string{"ip", "-n", ns}, args...)...)
+}
+
+// NS is a namespace of the run with an open handle (closed by Release or at cleanup).
+type NS struct {
+	Name string
+	H    netns.NsHandle
+	e    *Env
+	once sync.Once
+}
+
+// OpenNS creates <ID>-<suffix> with lo up, records it for cleanup, and opens a handle to it.
+func (e *Env) OpenNS(ctx context.Context, suffix string) (*NS, error) {
+	name, err := e.NewNS(ctx, suffix)
+	if err != nil {
+		return nil, err
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return nil, fmt.Errorf("open namespace %s: %w", name, err)
+	}
+	r := &NS{Name: name, H: h, e: e}
+	e.OnCleanup(r.closeHandle)
+	return r, nil
+}
+
+// Path is the namespace's bind mount.
+func (r *NS) Path() string { return "/run/netns/" + r.Name }
+
+func (r *NS) closeHandle() { r.once.Do(func() { r.H.Close() }) }
+
+// Release deletes the namespace now (its handle first) instead of at cleanup.
+func (r *NS) Release() {
+	r.closeHandle()
+	r.e.Release(r.Name)
+}
+
+// Netlink opens a netlink handle in the namespace, closed at cleanup.
+func (r *NS) Netlink() (*netlink.Handle, error) {
+	h, err := netlink.NewHandleAt(r.H)
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in %s: %w", r.Name, err)
+	}
+	r.e.OnCleanup(h.Close)
+	return h, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/url"
 
 	"github.com/spf13/cobra"
 
@@ -49,7 +48,7 @@ func newFlowsCmd() *cobra.Command {
 				fmt.Fprintln(out, r.String())
 			}
 			if q.Follow {
-				return cl.Stream(cmd.Context(), "/v1/flows", url.Values(q.Values()), func(line []byte) error {
+				return cl.Stream(cmd.Context(), "/v1/flows", q.Values(), func(line []byte) error {
 					var r flows.Record
 					if err := json.Unmarshal(line, &r); err != nil {
 						return fmt.Errorf("bad record from the lab: %w", err)
@@ -59,7 +58,7 @@ func newFlowsCmd() *cobra.Command {
 				})
 			}
 			var recs []flows.Record
-			if err := cl.Do(cmd.Context(), "GET", "/v1/flows", url.Values(q.Values()), nil, &recs); err != nil {
+			if err := cl.Do(cmd.Context(), "GET", "/v1/flows", q.Values(), nil, &recs); err != nil {
 				return err
 			}
 			for _, r := range recs {

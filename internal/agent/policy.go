@@ -150,17 +150,8 @@ func (a *Agent) syncPolicy(ctx context.Context) error {
 	}
 	var local []netip.Addr
 	for _, pod := range pods {
-		if pod.Spec.NodeName != a.cfg.NodeName || pod.Spec.HostNetwork ||
-			pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-			continue // a finished pod's address may already belong to a new pod
-		}
-		for _, s := range pod.Status.PodIPs {
-			if ip, err := netip.ParseAddr(s.IP); err == nil {
-				local = append(local, ip)
-			}
-		}
-		if ip, err := netip.ParseAddr(pod.Status.PodIP); err == nil && len(pod.Status.PodIPs) == 0 {
-			local = append(local, ip)
+		if pod.Spec.NodeName == a.cfg.NodeName {
+			local = append(local, policy.PodIPs(pod)...)
 		}
 	}
 	// Any other address of the node's pod CIDR belongs to a pod this sync has not seen: it is

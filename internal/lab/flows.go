@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -22,11 +23,11 @@ type FlowQuery struct {
 }
 
 // Values encodes q as query parameters.
-func (q FlowQuery) Values() map[string][]string {
-	v := map[string][]string{}
+func (q FlowQuery) Values() url.Values {
+	v := url.Values{}
 	set := func(k, s string) {
 		if s != "" {
-			v[k] = []string{s}
+			v.Set(k, s)
 		}
 	}
 	set("verdict", q.Verdict)

@@ -190,7 +190,9 @@ func (m *Model) PodByIP(a netip.Addr) *Pod { return m.byIP[a.Unmap()] }
 func (m *Model) Pod(r PodRef) *Pod { return m.byRef[r] }
 
 // podActive reports whether a pod takes part in policy, and its IPs.
-func podIPs(p *corev1.Pod) []netip.Addr {
+// PodIPs are the addresses policy judges a pod by: none for a host-network or finished pod
+// (its address is the node's, or may already belong to a new pod).
+func PodIPs(p *corev1.Pod) []netip.Addr {
 	if p.Spec.HostNetwork || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
 		return nil
 	}
@@ -225,7 +227,7 @@ func Compile(policies []*networkingv1.NetworkPolicy, pods []*corev1.Pod, namespa
 		if p == nil {
 			continue
 		}
-		ips := podIPs(p)
+		ips := PodIPs(p)
 		if len(ips) == 0 {
 			continue
 		}
